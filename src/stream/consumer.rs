@@ -1,0 +1,272 @@
+//! [`Consumer`]: one reader's cursor into a stream's shared buffer.
+
+use alloc::collections::VecDeque;
+use core::fmt;
+use core::pin::Pin;
+use core::task::{Context, Poll};
+
+use futures_core::{FusedStream, Stream};
+
+use super::buffer::{Entry, Special, advance};
+use super::writable::{Flags, Inner, Shared, Wakes, wake_all};
+use super::{ConsumerId, End};
+use crate::sync::{Arc, Ordering};
+
+/// Most items a consumer copies out of the shared buffer per lock. Items are cloned into the
+/// consumer's private queue in batches so that a delivery costs one lock per batch, not one per
+/// item. They still count in the consumer's backpressure until they are yielded, and a kill drops
+/// them unyielded.
+pub(crate) const PREFETCH: usize = 32;
+
+/// A reader of a [`WritableConsumableStream`](super::WritableConsumableStream) or a
+/// [`StreamDemux`](super::StreamDemux) sub-stream: a [`Stream`] of the items written after it was
+/// created.
+///
+/// Buffering starts when the consumer is created, not when it is first polled. A consumer has one
+/// reader (`poll_next` takes `&mut self`). Once it yields `None` it stays ended
+/// ([`FusedStream`]); [`end`](Self::end) then says why. Dropping it unregisters it and releases its
+/// hold on the buffer.
+pub struct Consumer<T> {
+    shared: Arc<Shared<T>>,
+    flags: Arc<Flags<T>>,
+    id: ConsumerId,
+    slot: usize,
+    cache: VecDeque<T>,
+    end: Option<End<T>>,
+}
+
+impl<T> fmt::Debug for Consumer<T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Consumer")
+            .field("id", &self.id)
+            .field("ended", &self.end.is_some())
+            .finish_non_exhaustive()
+    }
+}
+
+impl<T> Consumer<T> {
+    pub(crate) fn new(shared: Arc<Shared<T>>, id: ConsumerId, slot: usize, flags: Arc<Flags<T>>) -> Self {
+        Self { shared, flags, id, slot, cache: VecDeque::new(), end: None }
+    }
+
+    /// This consumer's id.
+    pub fn id(&self) -> ConsumerId {
+        self.id
+    }
+
+    /// Items written for this consumer that it has not yielded yet (0 once it has ended or was
+    /// killed).
+    pub fn backpressure(&self) -> usize {
+        if self.end.is_some() || self.flags.ended.load(Ordering::Acquire) {
+            return 0;
+        }
+        let inner = self.shared.inner.lock();
+        match inner.consumers.get(self.slot) {
+            Some(s) if s.id == self.id => s.backpressure(inner.buffer.end()),
+            _ => 0,
+        }
+    }
+
+    /// How the consumer ended, once it has yielded `None`: closed (with the close value), killed
+    /// (with the kill value and the number of buffered items it skipped), shed by the overflow
+    /// policy, or left behind by a dropped stream.
+    pub fn end(&self) -> Option<&End<T>> {
+        self.end.as_ref()
+    }
+
+    /// Takes the end value out (see [`end`](Self::end)).
+    pub fn take_end(&mut self) -> Option<End<T>> {
+        self.end.take().inspect(|_| self.cache.clear())
+    }
+
+    /// Whether the consumer has yielded its final `None`.
+    pub fn is_ended(&self) -> bool {
+        self.end.is_some()
+    }
+
+    /// Ended from outside (kill or overflow): drop the prefetched items and report the end.
+    fn finish_killed(&mut self) -> Poll<Option<T>> {
+        self.cache.clear();
+        self.flags.cached.store(0, Ordering::Relaxed);
+        let end = self.flags.end.lock().take();
+        self.end = Some(end.unwrap_or(End::Killed { value: None, skipped: 0 }));
+        Poll::Ready(None)
+    }
+
+    fn pop_cached(&mut self) -> Option<T> {
+        let v = self.cache.pop_front()?;
+        self.flags.cached.store(self.cache.len(), Ordering::Relaxed);
+        Some(v)
+    }
+}
+
+impl<T: Clone> Consumer<T> {
+    /// Copies up to [`PREFETCH`] items for this consumer out of the shared buffer. Stops before a
+    /// close packet unless nothing was copied, so the close is consumed exactly when it is
+    /// yielded. Returns how the consumer ended, if it did.
+    fn refill(&mut self, inner: &mut Inner<T>) -> Option<End<T>> {
+        let Inner { buffer, consumers, .. } = inner;
+        let slot = &mut consumers[self.slot];
+        for _ in 0..PREFETCH {
+            let Some(entry) = buffer.peek(&mut slot.cursor) else {
+                break;
+            };
+            let mut end = None;
+            match entry {
+                Entry::Value(v) => self.cache.push_back(v.clone()),
+                Entry::Special(special) => match &**special {
+                    Special::To(id, v) if *id == self.id => self.cache.push_back(v.clone()),
+                    Special::To(..) => {}
+                    Special::Close(value) => end = Some(value),
+                    Special::CloseConsumer(id, value) if *id == self.id => end = Some(value),
+                    Special::CloseConsumer(..) => {}
+                },
+            }
+            if let Some(value) = end {
+                if !self.cache.is_empty() {
+                    break;
+                }
+                let value = value.clone();
+                advance(&mut slot.cursor);
+                return Some(End::Closed { value });
+            }
+            advance(&mut slot.cursor);
+        }
+        None
+    }
+
+    fn poll_shared(&mut self, cx: &mut Context<'_>) -> Poll<Option<T>> {
+        let mut wakes = Wakes::new();
+        let shared = self.shared.clone();
+        let mut guard = shared.inner.lock();
+        let inner = &mut *guard;
+        if !matches!(inner.consumers.get(self.slot), Some(s) if s.id == self.id) {
+            // Killed between the flag check and the lock.
+            drop(guard);
+            return self.finish_killed();
+        }
+        let ended = self.refill(inner);
+        let out = if let Some(end) = ended {
+            inner.remove_slot(self.slot, &mut wakes);
+            self.end = Some(end);
+            Poll::Ready(None)
+        } else if let Some(v) = self.pop_cached() {
+            inner.compact();
+            inner.wake_writers_if_room(&mut wakes);
+            Poll::Ready(Some(v))
+        } else if inner.dropped {
+            inner.remove_slot(self.slot, &mut wakes);
+            self.end = Some(End::Dropped);
+            Poll::Ready(None)
+        } else {
+            inner.wake_writers_if_room(&mut wakes);
+            let Inner { consumers, .. } = inner;
+            let slot = &mut consumers[self.slot];
+            match &slot.waker {
+                Some(w) if w.will_wake(cx.waker()) => {}
+                Some(_) => slot.waker = Some(cx.waker().clone()),
+                None => {
+                    slot.waker = Some(cx.waker().clone());
+                    inner.register_waiting(self.slot);
+                }
+            }
+            Poll::Pending
+        };
+        drop(guard);
+        wake_all(wakes);
+        out
+    }
+}
+
+/// The error of [`Consumer::next_before`]: the deadline came first.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TimedOut;
+
+impl fmt::Display for TimedOut {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("stream consumer iteration timed out")
+    }
+}
+
+impl core::error::Error for TimedOut {}
+
+impl<T: Clone> Consumer<T> {
+    /// The next item, unless `deadline` completes first: SocketCluster's consumer idle timeout,
+    /// with the timer supplied by the caller (the core has no clock). The runtime adapters wrap
+    /// this as `next_timeout(consumer, duration)`.
+    ///
+    /// Unlike SocketCluster, a timeout does not end the consumer: it keeps buffering and may be
+    /// polled again.
+    ///
+    /// ```
+    /// use socketcluster::stream::{TimedOut, WritableConsumableStream};
+    ///
+    /// # futures::executor::block_on(async {
+    /// let stream = WritableConsumableStream::<u8>::new();
+    /// let mut c = stream.create_consumer();
+    /// assert_eq!(c.next_before(async {}).await, Err(TimedOut));
+    /// stream.write(7);
+    /// assert_eq!(c.next_before(futures::future::pending::<()>()).await, Ok(Some(7)));
+    /// # });
+    /// ```
+    pub async fn next_before<F: core::future::Future>(&mut self, deadline: F) -> Result<Option<T>, TimedOut> {
+        let mut deadline = core::pin::pin!(deadline);
+        core::future::poll_fn(|cx| {
+            if let Poll::Ready(item) = Pin::new(&mut *self).poll_next(cx) {
+                return Poll::Ready(Ok(item));
+            }
+            deadline.as_mut().poll(cx).map(|_| Err(TimedOut))
+        })
+        .await
+    }
+}
+
+impl<T: Clone> Stream for Consumer<T> {
+    type Item = T;
+
+    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<T>> {
+        let this = &mut *self;
+        if this.end.is_some() {
+            return Poll::Ready(None);
+        }
+        if this.flags.ended.load(Ordering::Acquire) {
+            return this.finish_killed();
+        }
+        if let Some(v) = this.pop_cached() {
+            if this.shared.writers_waiting.load(Ordering::Relaxed) {
+                this.shared.notify_writers();
+            }
+            return Poll::Ready(Some(v));
+        }
+        this.poll_shared(cx)
+    }
+
+    fn size_hint(&self) -> (usize, Option<usize>) {
+        if self.end.is_some() { (0, Some(0)) } else { (self.cache.len(), None) }
+    }
+}
+
+// The consumer is never pin-projected: items live in a heap queue.
+impl<T> Unpin for Consumer<T> {}
+
+impl<T: Clone> FusedStream for Consumer<T> {
+    fn is_terminated(&self) -> bool {
+        self.end.is_some()
+    }
+}
+
+impl<T> Drop for Consumer<T> {
+    fn drop(&mut self) {
+        if self.end.is_some() || self.flags.ended.load(Ordering::Acquire) {
+            return;
+        }
+        let mut wakes = Wakes::new();
+        {
+            let mut inner = self.shared.inner.lock();
+            if matches!(inner.consumers.get(self.slot), Some(s) if s.id == self.id) {
+                inner.remove_slot(self.slot, &mut wakes);
+            }
+        }
+        wake_all(wakes);
+    }
+}
