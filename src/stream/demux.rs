@@ -6,7 +6,8 @@ use alloc::vec::Vec;
 use core::fmt;
 
 use super::{Consumer, ConsumerId, ConsumerStats, Overflow, WritableConsumableStream};
-use crate::sync::{Arc, AtomicU64, Mutex};
+use crate::sync::{Arc, Mutex};
+use super::writable::IdCounter;
 
 /// Many named sub-streams behind one handle: SocketCluster's listeners, receivers, procedures and
 /// channels are each one `StreamDemux`.
@@ -39,7 +40,7 @@ pub struct StreamDemux<T> {
 
 struct DemuxInner<T> {
     streams: BTreeMap<String, WritableConsumableStream<T>>,
-    ids: Arc<AtomicU64>,
+    ids: Arc<IdCounter>,
     limit: Option<(usize, Overflow)>,
     /// Size of `streams` at which names without consumers are swept.
     sweep_at: usize,
@@ -83,7 +84,7 @@ impl<T> StreamDemux<T> {
         Self {
             inner: Arc::new(Mutex::new(DemuxInner {
                 streams: BTreeMap::new(),
-                ids: Arc::new(AtomicU64::new(1)),
+                ids: Arc::new(IdCounter::new()),
                 limit,
                 sweep_at: MIN_SWEEP,
             })),

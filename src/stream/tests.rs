@@ -70,3 +70,69 @@ fn slab_capacity_is_returned_after_a_backlog() {
     assert!(len <= 2);
     assert!(capacity <= 4, "capacity {capacity}");
 }
+
+/// Small enough for miri: a writer thread, reader threads, a kill from another thread.
+#[test]
+fn threads_write_read_and_kill() {
+    use std::thread;
+    const N: u64 = if cfg!(miri) { 200 } else { 20_000 };
+    let s = WritableConsumableStream::new();
+    let readers: Vec<_> = (0..3)
+        .map(|_| {
+            let mut c = s.create_consumer();
+            thread::spawn(move || {
+                block_on(async {
+                    let mut expect = 0;
+                    while let Some(v) = c.next().await {
+                        assert_eq!(v, expect);
+                        expect += 1;
+                    }
+                    (expect, c.take_end())
+                })
+            })
+        })
+        .collect();
+    let victim = s.create_consumer();
+    let writer = {
+        let s = s.clone();
+        thread::spawn(move || {
+            for i in 0..N {
+                s.write(i);
+            }
+            s.close();
+        })
+    };
+    let killer = {
+        let s = s.clone();
+        let id = victim.id();
+        thread::spawn(move || s.kill_consumer(id))
+    };
+    assert!(killer.join().unwrap());
+    writer.join().unwrap();
+    for r in readers {
+        let (n, end) = r.join().unwrap();
+        assert_eq!(n, N);
+        assert_eq!(end, Some(End::Closed { value: None }));
+    }
+    assert_eq!(victim.backpressure(), 0);
+    drop(victim);
+    assert_eq!(s.chunk_stats().0, 0);
+}
+
+#[test]
+fn write_async_wakes_when_a_slow_consumer_is_dropped() {
+    use std::thread;
+    let s = WritableConsumableStream::with_limit(2, Overflow::Wait);
+    let slow = s.create_consumer();
+    s.write(1u8);
+    s.write(2);
+    assert_eq!(s.try_write(3), Err(Full(3)));
+    let (done, written) = std::sync::mpsc::channel();
+    {
+        let s = s.clone();
+        thread::spawn(move || done.send(block_on(s.write_async(3))));
+    }
+    drop(slow);
+    let reached = written.recv_timeout(std::time::Duration::from_secs(30)).expect("writer was not woken");
+    assert_eq!(reached, 0, "no consumer left to reach");
+}

@@ -13,7 +13,7 @@ use slab::Slab;
 use super::buffer::{Buffer, Cursor, Entry, Special};
 use super::consumer::{Consumer, PREFETCH};
 use super::{ConsumerId, ConsumerStats, End};
-use crate::sync::{Arc, AtomicBool, AtomicU64, AtomicUsize, Mutex, Ordering};
+use crate::sync::{Arc, AtomicBool, AtomicUsize, Mutex, Ordering};
 
 /// What a bounded stream does when a consumer's backlog reaches its limit; see
 /// [`WritableConsumableStream::with_limit`].
@@ -81,7 +81,25 @@ pub(crate) struct Shared<T> {
     /// Set while a writer waits in `write_async`; consumers then report progress.
     pub(crate) writers_waiting: AtomicBool,
     handles: AtomicUsize,
-    ids: Arc<AtomicU64>,
+    ids: Arc<IdCounter>,
+}
+
+/// Hands out consumer ids, never reusing one (shared by a demux's streams). A lock rather than an
+/// atomic: some `no_std` targets have no 64-bit atomics, and a 32-bit counter could wrap.
+#[derive(Debug)]
+pub(crate) struct IdCounter(Mutex<u64>);
+
+impl IdCounter {
+    pub(crate) fn new() -> Self {
+        Self(Mutex::new(1))
+    }
+
+    fn next(&self) -> ConsumerId {
+        let mut n = self.0.lock();
+        let id = ConsumerId(*n);
+        *n += 1;
+        id
+    }
 }
 
 /// Wakers collected under the lock and woken after it is released.
@@ -276,7 +294,7 @@ impl<T> Drop for WritableConsumableStream<T> {
 impl<T> WritableConsumableStream<T> {
     /// An unbounded stream, as in SocketCluster.
     pub fn new() -> Self {
-        Self::build(None, Overflow::Wait, Arc::new(AtomicU64::new(1)))
+        Self::build(None, Overflow::Wait, Arc::new(IdCounter::new()))
     }
 
     /// A stream whose consumers may have at most `limit` items pending; `overflow` says what
@@ -297,10 +315,10 @@ impl<T> WritableConsumableStream<T> {
     /// # });
     /// ```
     pub fn with_limit(limit: usize, overflow: Overflow) -> Self {
-        Self::build(Some(limit), overflow, Arc::new(AtomicU64::new(1)))
+        Self::build(Some(limit), overflow, Arc::new(IdCounter::new()))
     }
 
-    pub(crate) fn build(limit: Option<usize>, overflow: Overflow, ids: Arc<AtomicU64>) -> Self {
+    pub(crate) fn build(limit: Option<usize>, overflow: Overflow, ids: Arc<IdCounter>) -> Self {
         let inner = Inner {
             buffer: Buffer::new(),
             consumers: Slab::new(),
@@ -341,7 +359,7 @@ impl<T> WritableConsumableStream<T> {
 
     /// A new consumer. It buffers every item written from now on, whenever it is polled.
     pub fn create_consumer(&self) -> Consumer<T> {
-        let id = ConsumerId(self.shared.ids.fetch_add(1, Ordering::Relaxed));
+        let id = self.shared.ids.next();
         let flags = Arc::new(Flags {
             ended: AtomicBool::new(false),
             cached: AtomicUsize::new(0),
