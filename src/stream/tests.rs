@@ -7,6 +7,14 @@ use futures::executor::block_on;
 use super::buffer::CHUNK;
 use super::*;
 
+/// Runs `f` on a thread; the returned closure waits for its result, failing after 60 s instead of
+/// hanging on a bug.
+fn spawn<R: Send + 'static>(f: impl FnOnce() -> R + Send + 'static) -> impl FnOnce() -> R {
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || tx.send(f()));
+    move || rx.recv_timeout(std::time::Duration::from_secs(60)).expect("thread did not finish in time")
+}
+
 fn chunks<T>(s: &WritableConsumableStream<T>) -> usize {
     s.chunk_stats().0
 }
@@ -74,13 +82,12 @@ fn slab_capacity_is_returned_after_a_backlog() {
 /// Small enough for miri: a writer thread, reader threads, a kill from another thread.
 #[test]
 fn threads_write_read_and_kill() {
-    use std::thread;
     const N: u64 = if cfg!(miri) { 200 } else { 20_000 };
     let s = WritableConsumableStream::new();
     let readers: Vec<_> = (0..3)
         .map(|_| {
             let mut c = s.create_consumer();
-            thread::spawn(move || {
+            spawn(move || {
                 block_on(async {
                     let mut expect = 0;
                     while let Some(v) = c.next().await {
@@ -95,7 +102,7 @@ fn threads_write_read_and_kill() {
     let victim = s.create_consumer();
     let writer = {
         let s = s.clone();
-        thread::spawn(move || {
+        spawn(move || {
             for i in 0..N {
                 s.write(i);
             }
@@ -105,12 +112,12 @@ fn threads_write_read_and_kill() {
     let killer = {
         let s = s.clone();
         let id = victim.id();
-        thread::spawn(move || s.kill_consumer(id))
+        spawn(move || s.kill_consumer(id))
     };
-    assert!(killer.join().unwrap());
-    writer.join().unwrap();
+    assert!(killer());
+    writer();
     for r in readers {
-        let (n, end) = r.join().unwrap();
+        let (n, end) = r();
         assert_eq!(n, N);
         assert_eq!(end, Some(End::Closed { value: None }));
     }
@@ -121,18 +128,16 @@ fn threads_write_read_and_kill() {
 
 #[test]
 fn write_async_wakes_when_a_slow_consumer_is_dropped() {
-    use std::thread;
     let s = WritableConsumableStream::with_limit(2, Overflow::Wait);
     let slow = s.create_consumer();
     s.write(1u8);
     s.write(2);
     assert_eq!(s.try_write(3), Err(Full(3)));
-    let (done, written) = std::sync::mpsc::channel();
-    {
+    let writer = {
         let s = s.clone();
-        thread::spawn(move || done.send(block_on(s.write_async(3))));
-    }
+        spawn(move || block_on(s.write_async(3)))
+    };
     drop(slow);
-    let reached = written.recv_timeout(std::time::Duration::from_secs(30)).expect("writer was not woken");
+    let reached = writer();
     assert_eq!(reached, 0, "no consumer left to reach");
 }
