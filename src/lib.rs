@@ -46,3 +46,8 @@ pub mod smol;
 #[cfg(feature = "tokio")]
 #[path = "../adapters/tokio.rs"]
 pub mod tokio;
+
+/// The README's examples, compiled and run as doctests.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+pub struct ReadmeDoctests;

@@ -63,7 +63,9 @@ fn smol_threads_every_consumer_gets_every_message_in_order() {
         let all = futures::future::join_all(tasks);
         futures::future::select(Box::pin(all), Box::pin(smol::Timer::after(LIMIT))).await
     });
-    let futures::future::Either::Left((counts, _)) = counts else { panic!("consumers did not finish in time") };
+    let futures::future::Either::Left((counts, _)) = counts else {
+        panic!("consumers did not finish in time")
+    };
     assert!(counts.iter().all(|&n| n == WRITERS * PER_WRITER));
     drop(stop);
     for w in workers {

@@ -5,9 +5,9 @@ use alloc::string::String;
 use alloc::vec::Vec;
 use core::fmt;
 
+use super::writable::IdCounter;
 use super::{Consumer, ConsumerId, ConsumerStats, Overflow, WritableConsumableStream};
 use crate::sync::{Arc, Mutex};
-use super::writable::IdCounter;
 
 /// Many named sub-streams behind one handle: SocketCluster's listeners, receivers, procedures and
 /// channels are each one `StreamDemux`.
