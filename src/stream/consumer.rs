@@ -32,21 +32,20 @@ pub struct Consumer<T> {
     id: ConsumerId,
     slot: usize,
     cache: VecDeque<T>,
+    /// Set once the consumer has yielded its final `None`.
+    done: bool,
     end: Option<End<T>>,
 }
 
 impl<T> fmt::Debug for Consumer<T> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Consumer")
-            .field("id", &self.id)
-            .field("ended", &self.end.is_some())
-            .finish_non_exhaustive()
+        f.debug_struct("Consumer").field("id", &self.id).field("ended", &self.done).finish_non_exhaustive()
     }
 }
 
 impl<T> Consumer<T> {
     pub(crate) fn new(shared: Arc<Shared<T>>, id: ConsumerId, slot: usize, flags: Arc<Flags<T>>) -> Self {
-        Self { shared, flags, id, slot, cache: VecDeque::new(), end: None }
+        Self { shared, flags, id, slot, cache: VecDeque::new(), done: false, end: None }
     }
 
     /// This consumer's id.
@@ -57,7 +56,7 @@ impl<T> Consumer<T> {
     /// Items written for this consumer that it has not yielded yet (0 once it has ended or was
     /// killed).
     pub fn backpressure(&self) -> usize {
-        if self.end.is_some() || self.flags.ended.load(Ordering::Acquire) {
+        if self.done || self.flags.ended.load(Ordering::Acquire) {
             return 0;
         }
         let inner = self.shared.inner.lock();
@@ -74,14 +73,20 @@ impl<T> Consumer<T> {
         self.end.as_ref()
     }
 
-    /// Takes the end value out (see [`end`](Self::end)).
+    /// Takes the end value out (see [`end`](Self::end)); the consumer stays ended.
     pub fn take_end(&mut self) -> Option<End<T>> {
-        self.end.take().inspect(|_| self.cache.clear())
+        self.end.take()
     }
 
     /// Whether the consumer has yielded its final `None`.
     pub fn is_ended(&self) -> bool {
-        self.end.is_some()
+        self.done
+    }
+
+    fn finish(&mut self, end: End<T>) -> Poll<Option<T>> {
+        self.done = true;
+        self.end = Some(end);
+        Poll::Ready(None)
     }
 
     /// Ended from outside (kill or overflow): drop the prefetched items and report the end.
@@ -89,8 +94,7 @@ impl<T> Consumer<T> {
         self.cache.clear();
         self.flags.cached.store(0, Ordering::Relaxed);
         let end = self.flags.end.lock().take();
-        self.end = Some(end.unwrap_or(End::Killed { value: None, skipped: 0 }));
-        Poll::Ready(None)
+        self.finish(end.unwrap_or(End::Killed { value: None, skipped: 0 }))
     }
 
     fn pop_cached(&mut self) -> Option<T> {
@@ -148,16 +152,14 @@ impl<T: Clone> Consumer<T> {
         let ended = self.refill(inner);
         let out = if let Some(end) = ended {
             inner.remove_slot(self.slot, &mut wakes);
-            self.end = Some(end);
-            Poll::Ready(None)
+            self.finish(end)
         } else if let Some(v) = self.pop_cached() {
             inner.compact();
             inner.wake_writers_if_room(&mut wakes);
             Poll::Ready(Some(v))
         } else if inner.dropped {
             inner.remove_slot(self.slot, &mut wakes);
-            self.end = Some(End::Dropped);
-            Poll::Ready(None)
+            self.finish(End::Dropped)
         } else {
             inner.wake_writers_if_room(&mut wakes);
             let Inner { consumers, .. } = inner;
@@ -226,7 +228,7 @@ impl<T: Clone> Stream for Consumer<T> {
 
     fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<T>> {
         let this = &mut *self;
-        if this.end.is_some() {
+        if this.done {
             return Poll::Ready(None);
         }
         if this.flags.ended.load(Ordering::Acquire) {
@@ -242,7 +244,7 @@ impl<T: Clone> Stream for Consumer<T> {
     }
 
     fn size_hint(&self) -> (usize, Option<usize>) {
-        if self.end.is_some() { (0, Some(0)) } else { (self.cache.len(), None) }
+        if self.done { (0, Some(0)) } else { (self.cache.len(), None) }
     }
 }
 
@@ -251,13 +253,13 @@ impl<T> Unpin for Consumer<T> {}
 
 impl<T: Clone> FusedStream for Consumer<T> {
     fn is_terminated(&self) -> bool {
-        self.end.is_some()
+        self.done
     }
 }
 
 impl<T> Drop for Consumer<T> {
     fn drop(&mut self) {
-        if self.end.is_some() || self.flags.ended.load(Ordering::Acquire) {
+        if self.done || self.flags.ended.load(Ordering::Acquire) {
             return;
         }
         let mut wakes = Wakes::new();

@@ -165,6 +165,14 @@ impl<T> Inner<T> {
     /// Remembers that `slot` registered a waker, so the next write wakes it.
     pub(crate) fn register_waiting(&mut self, slot: usize) {
         self.waiting.push(slot);
+        // Targeted writes and consumer churn can leave stale or repeated slots behind; keep the
+        // list proportional to the live consumers.
+        if self.waiting.len() > 2 * self.consumers.len() + 16 {
+            let consumers = &self.consumers;
+            self.waiting.retain(|&s| consumers.get(s).is_some_and(|c| c.waker.is_some()));
+            self.waiting.sort_unstable();
+            self.waiting.dedup();
+        }
     }
 
     pub(crate) fn wake_writers_if_room(&mut self, wakes: &mut Wakes) {
