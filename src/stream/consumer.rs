@@ -8,7 +8,7 @@ use core::task::{Context, Poll};
 use futures_core::{FusedStream, Stream};
 
 use super::buffer::{Entry, Special, advance};
-use super::writable::{Flags, Inner, Shared, Wakes, wake_all};
+use super::writable::{Flags, Inner, Shared, Slot, Wakes, wake_all};
 use super::{ConsumerId, End};
 use crate::sync::{Arc, Ordering};
 
@@ -17,6 +17,17 @@ use crate::sync::{Arc, Ordering};
 /// item. They still count in the consumer's backpressure until they are yielded, and a kill drops
 /// them unyielded.
 pub(crate) const PREFETCH: usize = 32;
+
+/// Moves `slot`'s cursor past the entry it stands on; `targeted` is the entry's target, if any.
+fn pass<T>(slot: &mut Slot<T>, targeted: Option<ConsumerId>, me: ConsumerId) {
+    advance(&mut slot.cursor);
+    if let Some(target) = targeted {
+        slot.targeted_before += 1;
+        if target == me {
+            slot.mine -= 1;
+        }
+    }
+}
 
 /// A reader of a [`WritableConsumableStream`](super::WritableConsumableStream) or a
 /// [`StreamDemux`](super::StreamDemux) sub-stream: a [`Stream`] of the items written after it was
@@ -61,7 +72,7 @@ impl<T> Consumer<T> {
         }
         let inner = self.shared.inner.lock();
         match inner.consumers.get(self.slot) {
-            Some(s) if s.id == self.id => s.backpressure(inner.buffer.end()),
+            Some(s) if s.id == self.id => s.backpressure(inner.mark()),
             _ => 0,
         }
     }
@@ -111,30 +122,37 @@ impl<T: Clone> Consumer<T> {
     fn refill(&mut self, inner: &mut Inner<T>) -> Option<End<T>> {
         let Inner { buffer, consumers, .. } = inner;
         let slot = &mut consumers[self.slot];
-        for _ in 0..PREFETCH {
+        // Entries for other consumers are skipped without counting towards the batch, so a
+        // refill never comes back empty while an item for this consumer is buffered.
+        while self.cache.len() < PREFETCH {
             let Some(entry) = buffer.peek(&mut slot.cursor) else {
                 break;
             };
-            let mut end = None;
-            match entry {
-                Entry::Value(v) => self.cache.push_back(v.clone()),
+            let (targeted, end) = match entry {
+                Entry::Value(v) => {
+                    self.cache.push_back(v.clone());
+                    (None, None)
+                }
                 Entry::Special(special) => match &**special {
-                    Special::To(id, v) if *id == self.id => self.cache.push_back(v.clone()),
-                    Special::To(..) => {}
-                    Special::Close(value) => end = Some(value),
-                    Special::CloseConsumer(id, value) if *id == self.id => end = Some(value),
-                    Special::CloseConsumer(..) => {}
+                    Special::To(id, v) => {
+                        if *id == self.id {
+                            self.cache.push_back(v.clone());
+                        }
+                        (Some(*id), None)
+                    }
+                    Special::Close(value) => (None, Some(value)),
+                    Special::CloseConsumer(id, value) => (Some(*id), (*id == self.id).then_some(value)),
                 },
-            }
+            };
             if let Some(value) = end {
                 if !self.cache.is_empty() {
                     break;
                 }
-                let value = value.clone();
-                advance(&mut slot.cursor);
-                return Some(End::Closed { value });
+                let end = End::Closed { value: value.clone() };
+                pass(slot, targeted, self.id);
+                return Some(end);
             }
-            advance(&mut slot.cursor);
+            pass(slot, targeted, self.id);
         }
         None
     }

@@ -1,4 +1,5 @@
 //! Unit tests of the buffer internals (behaviour tests live in `tests/`).
+#![allow(clippy::unwrap_used)]
 
 use alloc::vec::Vec;
 use futures::StreamExt;

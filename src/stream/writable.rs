@@ -56,6 +56,10 @@ pub(crate) struct Flags<T> {
 pub(crate) struct Slot<T> {
     pub(crate) id: ConsumerId,
     pub(crate) cursor: Cursor,
+    /// Targeted entries (for any consumer) before `cursor`.
+    pub(crate) targeted_before: u64,
+    /// Targeted entries for this consumer at or after `cursor`.
+    pub(crate) mine: usize,
     pub(crate) waker: Option<Waker>,
     pub(crate) flags: Arc<Flags<T>>,
 }
@@ -63,6 +67,8 @@ pub(crate) struct Slot<T> {
 /// Everything under the stream's lock.
 pub(crate) struct Inner<T> {
     pub(crate) buffer: Buffer<T>,
+    /// Targeted entries (`write_to_consumer`, `close_consumer`) ever appended.
+    targeted: u64,
     pub(crate) consumers: Slab<Slot<T>>,
     by_id: BTreeMap<ConsumerId, usize>,
     /// Slots that registered a waker since the last write (may hold stale or repeated slots).
@@ -111,20 +117,34 @@ pub(crate) fn wake_all(wakes: Wakes) {
     }
 }
 
+/// Where the buffer ends, to measure backlogs against.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Mark {
+    end: u64,
+    targeted: u64,
+}
+
 impl<T> Slot<T> {
-    pub(crate) fn backpressure(&self, end: u64) -> usize {
-        (end - self.cursor.pos) as usize + self.flags.cached.load(Ordering::Relaxed)
+    /// Entries this consumer will yield (its targeted ones included, others' skipped) and has not:
+    /// the ones after its cursor plus the ones it prefetched.
+    pub(crate) fn backpressure(&self, mark: Mark) -> usize {
+        let after = mark.end - self.cursor.pos - (mark.targeted - self.targeted_before);
+        after as usize + self.mine + self.flags.cached.load(Ordering::Relaxed)
     }
 }
 
 impl<T> Inner<T> {
+    pub(crate) fn mark(&self) -> Mark {
+        Mark { end: self.buffer.end(), targeted: self.targeted }
+    }
+
     fn backpressure_of(&self, slot: usize) -> usize {
-        self.consumers[slot].backpressure(self.buffer.end())
+        self.consumers[slot].backpressure(self.mark())
     }
 
     fn max_backpressure(&self) -> usize {
-        let end = self.buffer.end();
-        self.consumers.iter().map(|(_, s)| s.backpressure(end)).max().unwrap_or(0)
+        let mark = self.mark();
+        self.consumers.iter().map(|(_, s)| s.backpressure(mark)).max().unwrap_or(0)
     }
 
     /// An upper bound of every consumer's backpressure, in O(1).
@@ -202,30 +222,49 @@ impl<T> Inner<T> {
                 wakes.extend(s.waker.take());
             }
         }
-        if let (Some(limit), Overflow::KillConsumer) = (self.limit, self.overflow) {
-            if self.backpressure_bound() > limit {
-                let end = self.buffer.end();
+        let shed = match self.shedding_limit() {
+            Some(limit) if self.backpressure_bound() > limit => {
+                let mark = self.mark();
                 let over: Vec<usize> = self
                     .consumers
                     .iter()
-                    .filter(|(_, s)| s.backpressure(end) > limit)
+                    .filter(|(_, s)| s.backpressure(mark) > limit)
                     .map(|(k, _)| k)
                     .collect();
-                for slot in over {
-                    self.end_slot(slot, |skipped| End::Overflowed { skipped }, wakes);
+                for &slot in &over {
+                    self.shed(slot, wakes);
                 }
+                over.len()
             }
-        }
-        reached
+            _ => 0,
+        };
+        reached - shed
     }
 
-    /// Appends an entry only `id` will read. Returns whether `id` is a live consumer.
+    /// The limit over which consumers are shed ([`Overflow::KillConsumer`]).
+    fn shedding_limit(&self) -> Option<usize> {
+        self.limit.filter(|_| self.overflow == Overflow::KillConsumer)
+    }
+
+    fn shed(&mut self, slot: usize, wakes: &mut Wakes) {
+        self.end_slot(slot, |skipped| End::Overflowed { skipped }, wakes);
+    }
+
+    /// Appends an entry only `id` will read. Returns whether `id` is a live consumer (and, when
+    /// shedding, still is after this append).
     fn push_to(&mut self, id: ConsumerId, entry: Entry<T>, wakes: &mut Wakes) -> bool {
         let Some(&slot) = self.by_id.get(&id) else {
             return false;
         };
         self.buffer.push(entry);
-        wakes.extend(self.consumers[slot].waker.take());
+        self.targeted += 1;
+        let s = &mut self.consumers[slot];
+        s.mine += 1;
+        wakes.extend(s.waker.take());
+        if self.shedding_limit().is_some_and(|limit| self.backpressure_of(slot) > limit) {
+            self.shed(slot, wakes);
+            return false;
+        }
         true
     }
 }
@@ -329,6 +368,7 @@ impl<T> WritableConsumableStream<T> {
     pub(crate) fn build(limit: Option<usize>, overflow: Overflow, ids: Arc<IdCounter>) -> Self {
         let inner = Inner {
             buffer: Buffer::new(),
+            targeted: 0,
             consumers: Slab::new(),
             by_id: BTreeMap::new(),
             waiting: Vec::new(),
@@ -376,7 +416,15 @@ impl<T> WritableConsumableStream<T> {
         let slot = {
             let mut inner = self.shared.inner.lock();
             let cursor = inner.buffer.cursor_at_end();
-            let slot = inner.consumers.insert(Slot { id, cursor, waker: None, flags: flags.clone() });
+            let targeted_before = inner.targeted;
+            let slot = inner.consumers.insert(Slot {
+                id,
+                cursor,
+                targeted_before,
+                mine: 0,
+                waker: None,
+                flags: flags.clone(),
+            });
             inner.by_id.insert(id, slot);
             slot
         };
@@ -384,7 +432,9 @@ impl<T> WritableConsumableStream<T> {
     }
 
     /// Writes `value` for every live consumer; returns how many consumers it reached (0: the value
-    /// was dropped because nobody consumes the stream, as in SocketCluster).
+    /// was dropped because nobody consumes the stream, as in SocketCluster). With
+    /// [`Overflow::KillConsumer`], consumers this write pushed over the limit are shed and not
+    /// counted.
     ///
     /// On a stream with [`Overflow::Wait`] this appends even at the limit; use
     /// [`try_write`](Self::try_write) or [`write_async`](Self::write_async) for flow control.
@@ -401,13 +451,14 @@ impl<T> WritableConsumableStream<T> {
     }
 
     /// Writes `value` once the slowest consumer is under the limit ([`Overflow::Wait`]); resolves
-    /// to how many consumers it reached. Consumers that are dropped, killed or closed stop
-    /// counting at once.
+    /// to how many consumers it reached. Consumers that are dropped or killed stop counting at
+    /// once; a closed consumer counts until it has yielded what was buffered before its close.
     pub fn write_async(&self, value: T) -> WriteAsync<'_, T> {
         WriteAsync { stream: self, value: Some(value) }
     }
 
-    /// Writes `value` for consumer `id` only. Returns whether `id` is a live consumer.
+    /// Writes `value` for consumer `id` only. Returns whether `id` is a live consumer (with
+    /// [`Overflow::KillConsumer`]: and was not shed by this write).
     pub fn write_to_consumer(&self, id: ConsumerId, value: T) -> bool {
         self.with_inner(|inner, wakes| {
             inner.push_to(id, Entry::Special(Box::new(Special::To(id, value))), wakes)
@@ -521,11 +572,11 @@ impl<T> WritableConsumableStream<T> {
     /// Every live consumer's id and backlog, by ascending id.
     pub fn consumer_stats(&self) -> Vec<ConsumerStats> {
         let inner = self.shared.inner.lock();
-        let end = inner.buffer.end();
+        let mark = inner.mark();
         inner
             .by_id
             .iter()
-            .map(|(&id, &slot)| ConsumerStats { id, backpressure: inner.consumers[slot].backpressure(end) })
+            .map(|(&id, &slot)| ConsumerStats { id, backpressure: inner.consumers[slot].backpressure(mark) })
             .collect()
     }
 

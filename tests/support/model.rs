@@ -72,6 +72,8 @@ pub(crate) enum Op {
     WriteAsyncOnce,
     /// `write_to_consumer(id of consumer, next value)`.
     WriteTo(u8),
+    /// `n % MAX_BATCH` targeted writes to one consumer (the others must skip them all).
+    WriteToMany(u8, u8),
     /// `close` / `close_with(next value)`.
     Close { with_value: bool },
     /// `close_consumer` / `close_consumer_with`.
@@ -180,29 +182,33 @@ impl Model {
         id
     }
 
-    /// Applies `Overflow::KillConsumer` after an append.
-    fn shed(&mut self) {
+    /// Applies `Overflow::KillConsumer` after an append; returns how many consumers were shed.
+    fn shed(&mut self) -> usize {
+        let mut shed = 0;
         if let Some((limit, Overflow::KillConsumer)) = self.limit {
             for c in self.consumers.iter_mut().filter(|c| c.is_live()) {
                 if c.queue.len() > limit {
                     let skipped = c.queue.len();
                     c.queue.clear();
                     c.state = State::Killed(End::Overflowed { skipped });
+                    shed += 1;
                 }
             }
         }
+        shed
     }
 
+    /// Appends for every live consumer; returns how many it reached and were not shed by it.
     fn append_all(&mut self, entry: Entry) -> usize {
         let mut reached = 0;
         for c in self.consumers.iter_mut().filter(|c| c.is_live()) {
             c.queue.push_back(entry.clone());
             reached += 1;
         }
-        self.shed();
-        reached
+        reached - self.shed()
     }
 
+    /// Appends for one consumer; returns whether it was live and was not shed by it.
     fn append_to(&mut self, index: usize, entry: Entry) -> bool {
         let c = &mut self.consumers[index];
         if !c.is_live() {
@@ -210,7 +216,7 @@ impl Model {
         }
         c.queue.push_back(entry);
         self.shed();
-        true
+        self.consumers[index].is_live()
     }
 
     fn has_room(&self) -> bool {
@@ -350,12 +356,15 @@ pub(crate) fn run(kind: Kind, ops: &[Op]) {
                     assert_eq!(got, expected, "{}: write_async({v}) polled once", ctx());
                 }
             }
-            Op::WriteTo(i) => {
+            Op::WriteTo(i) | Op::WriteToMany(i, _) => {
+                let times = if let Op::WriteToMany(_, k) = op { k as usize % MAX_BATCH } else { 1 };
                 if let (Some(s), Some(i)) = (&real.stream, pick(i)) {
-                    let v = value();
                     let id = real.ids[i];
-                    let expected = model.append_to(i, Entry::Item(v));
-                    assert_eq!(s.write_to_consumer(id, v), expected, "{}: write_to_consumer", ctx());
+                    for _ in 0..times {
+                        let v = value();
+                        let expected = model.append_to(i, Entry::Item(v));
+                        assert_eq!(s.write_to_consumer(id, v), expected, "{}: write_to_consumer({v})", ctx());
+                    }
                 }
             }
             Op::Close { with_value } => {
