@@ -53,11 +53,6 @@ pub(crate) struct Cursor {
     pub(crate) pos: u64,
 }
 
-/// Moves a cursor past the entry [`Buffer::peek`] returned.
-pub(crate) fn advance(cursor: &mut Cursor) {
-    cursor.pos += 1;
-}
-
 /// The buffer. All methods run under the stream's lock.
 pub(crate) struct Buffer<T> {
     chunks: Slab<Chunk<T>>,
@@ -123,20 +118,23 @@ impl<T> Buffer<T> {
         self.end += 1;
     }
 
-    /// The entry at `cursor`, or `None` when the cursor has read everything. Moves the cursor into
-    /// the next chunk when it stands at the end of a full one, freeing chunks nobody reads.
-    pub(crate) fn peek(&mut self, cursor: &mut Cursor) -> Option<&Entry<T>> {
+    /// The entries from `cursor` to the end of its chunk (empty when the cursor has read
+    /// everything). Steps the cursor into the next chunk when it stands at the end of a full one,
+    /// freeing chunks nobody reads. The caller reads a prefix and moves `cursor.pos` past it.
+    #[inline]
+    pub(crate) fn readable(&mut self, cursor: &mut Cursor) -> &[Entry<T>] {
         let chunk = &self.chunks[cursor.chunk];
         let idx = (cursor.pos - chunk.start) as usize;
-        if idx < chunk.entries.len() {
-            return Some(&self.chunks[cursor.chunk].entries[idx]);
+        if idx == CHUNK {
+            if let Some(next) = chunk.next {
+                // At the end of a full chunk with a successor: step into it.
+                self.chunks[next].readers += 1;
+                self.leave(cursor.chunk);
+                cursor.chunk = next;
+                return &self.chunks[next].entries;
+            }
         }
-        let next = chunk.next?;
-        // At the end of a full chunk with a successor: step into it.
-        self.chunks[next].readers += 1;
-        self.leave(cursor.chunk);
-        cursor.chunk = next;
-        self.chunks[next].entries.first()
+        &self.chunks[cursor.chunk].entries[idx..]
     }
 
     /// The cursor's reader is gone: release its hold on the buffer.

@@ -7,8 +7,8 @@ use core::task::{Context, Poll};
 
 use futures_core::{FusedStream, Stream};
 
-use super::buffer::{Entry, Special, advance};
-use super::writable::{Flags, Inner, Shared, Slot, Wakes, wake_all};
+use super::buffer::{Entry, Special};
+use super::writable::{Flags, Inner, Shared, Wakes, wake_all};
 use super::{ConsumerId, End};
 use crate::sync::{Arc, Ordering};
 
@@ -16,18 +16,7 @@ use crate::sync::{Arc, Ordering};
 /// consumer's private queue in batches so that a delivery costs one lock per batch, not one per
 /// item. They still count in the consumer's backpressure until they are yielded, and a kill drops
 /// them unyielded.
-pub(crate) const PREFETCH: usize = 32;
-
-/// Moves `slot`'s cursor past the entry it stands on; `targeted` is the entry's target, if any.
-fn pass<T>(slot: &mut Slot<T>, targeted: Option<ConsumerId>, me: ConsumerId) {
-    advance(&mut slot.cursor);
-    if let Some(target) = targeted {
-        slot.targeted_before += 1;
-        if target == me {
-            slot.mine -= 1;
-        }
-    }
-}
+pub(crate) const PREFETCH: usize = 64;
 
 /// A reader of a [`WritableConsumableStream`](super::WritableConsumableStream) or a
 /// [`StreamDemux`](super::StreamDemux) sub-stream: a [`Stream`] of the items written after it was
@@ -108,6 +97,7 @@ impl<T> Consumer<T> {
         self.finish(end.unwrap_or(End::Killed { value: None, skipped: 0 }))
     }
 
+    #[inline]
     fn pop_cached(&mut self) -> Option<T> {
         let v = self.cache.pop_front()?;
         self.flags.cached.store(self.cache.len(), Ordering::Relaxed);
@@ -116,47 +106,68 @@ impl<T> Consumer<T> {
 }
 
 impl<T: Clone> Consumer<T> {
-    /// Copies up to [`PREFETCH`] items for this consumer out of the shared buffer. Stops before a
-    /// close packet unless nothing was copied, so the close is consumed exactly when it is
-    /// yielded. Returns how the consumer ended, if it did.
+    /// Copies up to [`PREFETCH`] items for this consumer out of the shared buffer, a chunk's run
+    /// of entries at a time. Entries for other consumers are skipped without counting towards the
+    /// batch, so a refill never comes back empty while an item for this consumer is buffered.
+    /// Stops before a close packet unless nothing was copied, so the close is consumed exactly
+    /// when it is yielded. Returns how the consumer ended, if it did.
     fn refill(&mut self, inner: &mut Inner<T>) -> Option<End<T>> {
         let Inner { buffer, consumers, .. } = inner;
         let slot = &mut consumers[self.slot];
-        // Entries for other consumers are skipped without counting towards the batch, so a
-        // refill never comes back empty while an item for this consumer is buffered.
-        while self.cache.len() < PREFETCH {
-            let Some(entry) = buffer.peek(&mut slot.cursor) else {
-                break;
-            };
-            let (targeted, end) = match entry {
-                Entry::Value(v) => {
-                    self.cache.push_back(v.clone());
-                    (None, None)
+        let me = self.id;
+        loop {
+            let entries = buffer.readable(&mut slot.cursor);
+            if entries.is_empty() {
+                return None;
+            }
+            let mut passed = 0;
+            for entry in entries {
+                if self.cache.len() == PREFETCH {
+                    break;
                 }
-                Entry::Special(special) => match &**special {
+                let special = match entry {
+                    Entry::Value(v) => {
+                        self.cache.push_back(v.clone());
+                        passed += 1;
+                        continue;
+                    }
+                    Entry::Special(special) => &**special,
+                };
+                let (target, end) = match special {
                     Special::To(id, v) => {
-                        if *id == self.id {
+                        if *id == me {
                             self.cache.push_back(v.clone());
                         }
                         (Some(*id), None)
                     }
                     Special::Close(value) => (None, Some(value)),
-                    Special::CloseConsumer(id, value) => (Some(*id), (*id == self.id).then_some(value)),
-                },
-            };
-            if let Some(value) = end {
-                if !self.cache.is_empty() {
-                    break;
+                    Special::CloseConsumer(id, value) => (Some(*id), (*id == me).then_some(value)),
+                };
+                if end.is_some() && !self.cache.is_empty() {
+                    break; // yield what came before the close first
                 }
-                let end = End::Closed { value: value.clone() };
-                pass(slot, targeted, self.id);
-                return Some(end);
+                passed += 1;
+                if let Some(target) = target {
+                    slot.targeted_before += 1;
+                    if target == me {
+                        slot.mine -= 1;
+                    }
+                }
+                if let Some(value) = end {
+                    let end = End::Closed { value: value.clone() };
+                    slot.cursor.pos += passed;
+                    return Some(end);
+                }
             }
-            pass(slot, targeted, self.id);
+            slot.cursor.pos += passed;
+            if passed < entries.len() as u64 {
+                return None; // the batch is full, or a close waits behind the batch
+            }
         }
-        None
     }
 
+    /// The slow path of `poll_next`: the private queue is empty.
+    #[inline(never)]
     fn poll_shared(&mut self, cx: &mut Context<'_>) -> Poll<Option<T>> {
         let mut wakes = Wakes::new();
         let shared = self.shared.clone();
