@@ -1,6 +1,6 @@
 //! [`Consumer`]: one reader's cursor into a stream's shared buffer.
 
-use alloc::collections::VecDeque;
+use alloc::vec::Vec;
 use core::fmt;
 use core::pin::Pin;
 use core::task::{Context, Poll};
@@ -26,12 +26,33 @@ pub(crate) const PREFETCH: usize = 64;
 /// reader (`poll_next` takes `&mut self`). Once it yields `None` it stays ended
 /// ([`FusedStream`]); [`end`](Self::end) then says why. Dropping it unregisters it and releases its
 /// hold on the buffer.
+///
+/// A consumer copies up to 64 items per lock into a private queue, whose capacity (at most
+/// 64 × `size_of::<T>()`) it keeps while it lives; prefetched items count as backpressure until
+/// they are yielded, and a kill drops them.
+///
+/// ```
+/// use futures::StreamExt;
+/// use socketcluster::stream::{End, WritableConsumableStream};
+///
+/// # futures::executor::block_on(async {
+/// let stream = WritableConsumableStream::new();
+/// let mut c = stream.create_consumer();
+/// stream.write("a");
+/// stream.close_with("bye");
+/// // A consumer is an ordinary `Stream`: every adapter of `StreamExt` works.
+/// let items: Vec<_> = (&mut c).collect().await;
+/// assert_eq!(items, ["a"]);
+/// assert_eq!(c.end(), Some(&End::Closed { value: Some("bye") }));
+/// # });
+/// ```
 pub struct Consumer<T> {
     shared: Arc<Shared<T>>,
     flags: Arc<Flags<T>>,
     id: ConsumerId,
     slot: usize,
-    cache: VecDeque<T>,
+    /// Prefetched items, in reverse order (the next item is last, so yielding is a `pop`).
+    cache: Vec<T>,
     /// Set once the consumer has yielded its final `None`.
     done: bool,
     end: Option<End<T>>,
@@ -45,7 +66,7 @@ impl<T> fmt::Debug for Consumer<T> {
 
 impl<T> Consumer<T> {
     pub(crate) fn new(shared: Arc<Shared<T>>, id: ConsumerId, slot: usize, flags: Arc<Flags<T>>) -> Self {
-        Self { shared, flags, id, slot, cache: VecDeque::new(), done: false, end: None }
+        Self { shared, flags, id, slot, cache: Vec::new(), done: false, end: None }
     }
 
     /// This consumer's id.
@@ -99,7 +120,7 @@ impl<T> Consumer<T> {
 
     #[inline]
     fn pop_cached(&mut self) -> Option<T> {
-        let v = self.cache.pop_front()?;
+        let v = self.cache.pop()?;
         self.flags.cached.store(self.cache.len(), Ordering::Relaxed);
         Some(v)
     }
@@ -127,7 +148,7 @@ impl<T: Clone> Consumer<T> {
                 }
                 let special = match entry {
                     Entry::Value(v) => {
-                        self.cache.push_back(v.clone());
+                        self.cache.push(v.clone());
                         passed += 1;
                         continue;
                     }
@@ -136,7 +157,7 @@ impl<T: Clone> Consumer<T> {
                 let (target, end) = match special {
                     Special::To(id, v) => {
                         if *id == me {
-                            self.cache.push_back(v.clone());
+                            self.cache.push(v.clone());
                         }
                         (Some(*id), None)
                     }
@@ -178,7 +199,9 @@ impl<T: Clone> Consumer<T> {
             drop(guard);
             return self.finish_killed();
         }
+        // The queue is empty here: refill it in order, then reverse it for `pop`.
         let ended = self.refill(inner);
+        self.cache.reverse();
         let out = if let Some(end) = ended {
             inner.remove_slot(self.slot, &mut wakes);
             self.finish(end)
