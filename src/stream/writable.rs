@@ -42,6 +42,18 @@ impl<T> fmt::Display for Full<T> {
 
 impl<T: fmt::Debug> core::error::Error for Full<T> {}
 
+/// Aligns a value to its own cache line (128 bytes covers adjacent-line prefetching).
+#[repr(align(128))]
+pub(crate) struct CachePadded<T>(pub(crate) T);
+
+impl<T> core::ops::Deref for CachePadded<T> {
+    type Target = T;
+
+    fn deref(&self) -> &T {
+        &self.0
+    }
+}
+
 /// Per-consumer state the consumer reads without taking the stream's lock.
 pub(crate) struct Flags<T> {
     /// Set (after `end` is filled) when someone else ended the consumer: kill or overflow.
@@ -84,8 +96,10 @@ pub(crate) struct Inner<T> {
 /// The state shared by the stream's handles and its consumers.
 pub(crate) struct Shared<T> {
     pub(crate) inner: Mutex<Inner<T>>,
-    /// Set while a writer waits in `write_async`; consumers then report progress.
-    pub(crate) writers_waiting: AtomicBool,
+    /// Set while a writer waits in `write_async`; consumers then report progress. Read on every
+    /// item a consumer yields, so it gets a cache line of its own, away from the lock the writer
+    /// keeps writing.
+    pub(crate) writers_waiting: CachePadded<AtomicBool>,
     handles: AtomicUsize,
     ids: Arc<IdCounter>,
 }
@@ -380,7 +394,7 @@ impl<T> WritableConsumableStream<T> {
         Self {
             shared: Arc::new(Shared {
                 inner: Mutex::new(inner),
-                writers_waiting: AtomicBool::new(false),
+                writers_waiting: CachePadded(AtomicBool::new(false)),
                 handles: AtomicUsize::new(1),
                 ids,
             }),
