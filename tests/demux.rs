@@ -12,16 +12,8 @@ use std::time::Duration;
 
 use futures::{StreamExt, poll};
 use smol::Timer;
-use socketcluster::stream::{Consumer, ConsumerId, End, Overflow, StreamDemux, TimedOut};
-use util::{bounded, run};
-
-async fn collect<T: Clone>(c: &mut Consumer<T>) -> Vec<T> {
-    let mut out = Vec::new();
-    while let Some(v) = bounded("next item", c.next()).await {
-        out.push(v);
-    }
-    out
-}
+use socketcluster::stream::{ConsumerId, End, Overflow, StreamDemux, TimedOut};
+use util::{bounded, collect, run};
 
 /// The `once` equivalent: a temporary consumer of `name`, awaiting its next item.
 async fn once<T: Clone>(demux: &StreamDemux<T>, name: &str) -> Option<T> {

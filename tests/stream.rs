@@ -16,16 +16,7 @@ use futures::stream::FusedStream;
 use futures::{StreamExt, poll};
 use smol::Timer;
 use socketcluster::stream::{Consumer, End, Full, Overflow, TimedOut, WritableConsumableStream};
-use util::{LIMIT, bounded, counting_waker, poll_next_with, poll_with, run, within};
-
-/// Reads a consumer to its end.
-async fn collect<T: Clone>(c: &mut Consumer<T>) -> Vec<T> {
-    let mut out = Vec::new();
-    while let Some(v) = bounded("next item", c.next()).await {
-        out.push(v);
-    }
-    out
-}
+use util::{LIMIT, bounded, collect, counting_waker, poll_next_with, poll_with, run, within};
 
 /// Polls once without blocking (`None` = pending).
 fn try_next<T: Clone>(c: &mut Consumer<T>) -> Option<Option<T>> {

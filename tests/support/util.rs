@@ -26,6 +26,15 @@ pub(crate) async fn bounded<F: Future>(what: &str, fut: F) -> F::Output {
     within(LIMIT, what, fut).await
 }
 
+/// Reads a consumer to its end, each item within [`LIMIT`].
+pub(crate) async fn collect<T: Clone>(c: &mut socketcluster::stream::Consumer<T>) -> Vec<T> {
+    let mut out = Vec::new();
+    while let Some(v) = bounded("next item", futures::StreamExt::next(c)).await {
+        out.push(v);
+    }
+    out
+}
+
 /// Runs `fut` to completion on the current thread, failing after [`LIMIT`].
 pub(crate) fn run<F: Future>(fut: F) -> F::Output {
     smol::block_on(bounded("the test body", fut))
