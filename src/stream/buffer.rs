@@ -125,14 +125,14 @@ impl<T> Buffer<T> {
     pub(crate) fn readable(&mut self, cursor: &mut Cursor) -> &[Entry<T>] {
         let chunk = &self.chunks[cursor.chunk];
         let idx = (cursor.pos - chunk.start) as usize;
-        if idx == CHUNK {
-            if let Some(next) = chunk.next {
-                // At the end of a full chunk with a successor: step into it.
-                self.chunks[next].readers += 1;
-                self.leave(cursor.chunk);
-                cursor.chunk = next;
-                return &self.chunks[next].entries;
-            }
+        if idx == CHUNK
+            && let Some(next) = chunk.next
+        {
+            // At the end of a full chunk with a successor: step into it.
+            self.chunks[next].readers += 1;
+            self.leave(cursor.chunk);
+            cursor.chunk = next;
+            return &self.chunks[next].entries;
         }
         &self.chunks[cursor.chunk].entries[idx..]
     }
