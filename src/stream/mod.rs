@@ -66,7 +66,6 @@ impl fmt::Display for ConsumerId {
 /// A snapshot of one consumer, as returned by
 /// [`consumer_stats`](WritableConsumableStream::consumer_stats).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-#[non_exhaustive]
 pub struct ConsumerStats {
     /// The consumer's id.
     pub id: ConsumerId,

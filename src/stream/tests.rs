@@ -142,3 +142,16 @@ fn write_async_wakes_when_a_slow_consumer_is_dropped() {
     let reached = writer();
     assert_eq!(reached, 0, "no consumer left to reach");
 }
+
+/// The auto traits the API promises: streams and demuxes are `Send + Sync` and consumers are
+/// `Send + Unpin` whenever `T: Send`, even for a `T` that is neither `Sync` nor `Unpin`.
+#[test]
+fn auto_traits() {
+    fn send_sync<X: Send + Sync>() {}
+    fn send_unpin<X: Send + Unpin>() {}
+    type NotSyncNotUnpin = (core::cell::Cell<u8>, core::marker::PhantomPinned);
+    send_sync::<WritableConsumableStream<NotSyncNotUnpin>>();
+    send_sync::<StreamDemux<NotSyncNotUnpin>>();
+    send_unpin::<Consumer<NotSyncNotUnpin>>();
+    send_unpin::<WriteAsync<'static, NotSyncNotUnpin>>();
+}
