@@ -7,7 +7,10 @@
 //!   `Lagged` error fails the benchmark);
 //! - `async-broadcast`, capacity `messages` so it never overflows (`Full` fails the benchmark);
 //! - `async-channel×N`: one `async_channel::unbounded` per consumer, the writer sends a clone to
-//!   each.
+//!   each;
+//! - "JS writable-consumable-stream": the npm package that SocketCluster 20 uses, version 4.2.0
+//!   (pinned in `benches/js/package.json` and its lock file), on the same workload in node, by
+//!   `benches/js/fanout.mjs` (see below).
 //!
 //! # Timed cases (median of 3 repetitions, ns per delivery = elapsed / (N × messages))
 //!
@@ -26,6 +29,29 @@
 //! Executors: tokio `current_thread` (single-threaded) and a tokio multi-thread runtime with 2
 //! workers. The writer and the consumers are all spawned tasks.
 //!
+//! Ratios: "ours/best Rust peer" is ours ÷ the fastest of the three Rust peers; "ours/JS" is ours ÷
+//! the JavaScript peer (below 1: ours is faster).
+//!
+//! # JavaScript peer
+//!
+//! `node --expose-gc benches/js/fanout.mjs`, one process per case, runs the same cases on node's
+//! single thread, so only on the `current_thread` rows ("–" elsewhere): consumers are `for await`
+//! loops over `createConsumer()`; live: started before the writer, which yields to the event loop
+//! every 64 writes with `setImmediate` (it resumes once every woken consumer has run, like the
+//! yield-once future behind the consumers it woke); drain: consumers created before the writes,
+//! iterated after them. `stream.close()` ends the consumers, which check count and order like
+//! ours. Payload `u64` ↔ a JS number (the sequence number); `Arc<[u8;64]>` ↔ one of 1024
+//! pre-built 64-byte `Buffer`s. About 2 million deliveries per case (1 million with `--quick`), so
+//! its "messages" is 2 000 000 / N, not the table's; one untimed warm-up run (a tenth of the
+//! messages) precedes the 3 timed ones, and `global.gc()` runs before each, outside the timer.
+//! Its memory rows (one consumer, not reading) are V8's `heapUsed` after `global.gc()`, not the
+//! counting allocator.
+//!
+//! It runs when `node` is on the PATH and `benches/js/node_modules` exists, except with
+//! `--quick`; otherwise one line says why it was skipped. `FANOUT_JS=1` requires it (also with
+//! `--quick`): it runs `npm ci` in `benches/js` if `node_modules` is missing, and the bench fails
+//! if node or npm cannot run. `FANOUT_JS=0` skips it.
+//!
 //! # Memory (counting global allocator: live requested bytes, not RSS)
 //!
 //! Consumers that read nothing; `messages` writes. "B/message" is (live bytes after the writes −
@@ -38,6 +64,9 @@
 //! cargo bench --bench fanout              # full run (about 2.5 minutes on 2 cores)
 //! cargo bench --bench fanout -- --quick   # CI smoke run; same as FANOUT_QUICK=1
 //! cargo bench --bench fanout -- drain/current_thread/u64/1000/ memory   # only matching cases
+//! FANOUT_JS=1 cargo bench --bench fanout  # with the JavaScript peer (npm ci if needed)
+//! FANOUT_JS=1 cargo bench --bench fanout -- current_thread memory   # where JS has a column
+//! (cd benches/js && npm ci && node --expose-gc fanout.mjs live 100 20000 buffer)   # JS alone
 //! ```
 //!
 //! Filters are substrings of a timed case's key `scenario/executor/payload/N/` (executor
@@ -48,7 +77,9 @@
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::future::Future;
 use std::io::Write as _;
+use std::path::{Path, PathBuf};
 use std::pin::Pin;
+use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicBool, AtomicIsize, Ordering::Relaxed};
 use std::sync::{Arc, LazyLock};
 use std::task::{Context, Poll};
@@ -145,6 +176,8 @@ impl Drop for Probe {
 /// A message type: built from its sequence number, and checkable against it.
 trait Payload: Clone + Send + Sync + 'static {
     const NAME: &'static str;
+    /// The JavaScript peer's counterpart (`fanout.mjs`'s payload argument).
+    const JS: &'static str;
     /// Message `i`.
     fn make(i: u64) -> Self;
     /// Whether this is message `i` (so a consumer can check order).
@@ -153,6 +186,7 @@ trait Payload: Clone + Send + Sync + 'static {
 
 impl Payload for u64 {
     const NAME: &'static str = "u64";
+    const JS: &'static str = "number";
 
     fn make(i: u64) -> Self {
         i
@@ -179,6 +213,7 @@ static POOL: LazyLock<Vec<Arc<[u8; 64]>>> = LazyLock::new(|| {
 
 impl Payload for Arc<[u8; 64]> {
     const NAME: &'static str = "Arc<[u8;64]>";
+    const JS: &'static str = "buffer";
 
     fn make(i: u64) -> Self {
         POOL[(i % POOL_LEN) as usize].clone()
@@ -360,7 +395,7 @@ impl Scenario {
     }
 }
 
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Exec {
     CurrentThread,
     MultiThread2,
@@ -477,23 +512,34 @@ fn run<P: Peer<T>, T: Payload>(rt: &Runtime, scenario: Scenario, n: usize, messa
     })
 }
 
+/// A table cell with two decimals, or "–" for a value that was not measured.
+fn cell(value: Option<f64>) -> String {
+    value.map_or_else(|| "–".to_owned(), |v| format!("{v:.2}"))
+}
+
 fn median(mut samples: Vec<Duration>) -> Duration {
     samples.sort_unstable();
     samples[samples.len() / 2]
 }
 
 fn timed_table(cfg: &Config) {
+    let js_note = match &cfg.js {
+        Ok(_) => format!("; {JS_NAME}: ~{} deliveries per case, current_thread rows only", cfg.js_deliveries),
+        Err(_) => String::new(),
+    };
     println!(
-        "## Fan-out time: ns per delivery (median of {}; ~{} deliveries per case)\n",
+        "## Fan-out time: ns per delivery (median of {}; ~{} deliveries per case{js_note})\n",
         cfg.reps, cfg.deliveries
     );
     let names = peers::<u64>().map(|p| p.name);
     println!(
-        "| scenario | executor | payload | N | messages | {} ns/delivery | {} | ratio ours/best-peer |",
+        "| scenario | executor | payload | N | messages | {} ns/delivery | {} | {JS_NAME} \
+         | ratio ours/best Rust peer | ratio ours/JS |",
         names[0],
         names[1..].join(" | ")
     );
-    println!("|---|---|---|---:|---:|---:|---:|---:|---:|---:|");
+    // Scenario, executor and payload; then N, messages, the peers, JS and the two ratios.
+    println!("|---|---|---|{}", "---:|".repeat(names.len() + 5));
     let runtimes = [Exec::CurrentThread, Exec::MultiThread2].map(|e| (e, e.runtime()));
     for scenario in [Scenario::Live, Scenario::Drain] {
         for (exec, rt) in &runtimes {
@@ -521,14 +567,23 @@ fn timed_rows<T: Payload>(cfg: &Config, rt: &Runtime, exec: Exec, scenario: Scen
         let deliveries = (n as u64 * messages) as f64;
         let ns: Vec<f64> = samples.into_iter().map(|s| median(s).as_nanos() as f64 / deliveries).collect();
         let best_peer = ns[1..].iter().copied().fold(f64::INFINITY, f64::min);
-        let cells: Vec<String> = ns.iter().map(|v| format!("{v:.2}")).collect();
+        // JavaScript is single-threaded: it only has a counterpart on the current_thread rows.
+        let js = match &cfg.js {
+            Ok(js) if exec == Exec::CurrentThread => {
+                Some(js.timed::<T>(scenario, n, cfg.js_deliveries / n as u64, cfg.reps))
+            }
+            _ => None,
+        };
+        let cells: Vec<String> = ns.iter().map(|&v| cell(Some(v))).collect();
         println!(
-            "| {} | {} | {} | {n} | {messages} | {} | {:.2} |",
+            "| {} | {} | {} | {n} | {messages} | {} | {} | {:.2} | {} |",
             scenario.name(),
             exec.name(),
             T::NAME,
             cells.join(" | "),
-            ns[0] / best_peer
+            cell(js),
+            ns[0] / best_peer,
+            cell(js.map(|js| ns[0] / js))
         );
         std::io::stdout().flush().expect("flush stdout");
     }
@@ -588,6 +643,10 @@ fn memory_table(cfg: &Config) {
         rows.push((p.memory)(1, m, true));
         rows.push((q.memory)(1, m, true));
     }
+    if let Ok(js) = &cfg.js {
+        rows.push(js.memory::<u64>(m));
+        rows.push(js.memory::<Arc<[u8; 64]>>(m));
+    }
     let [ours, ..] = peers::<u64>();
     for n in [100, 1000] {
         // Draining would be n × m deliveries: too slow to be worth it here.
@@ -602,6 +661,13 @@ fn memory_table(cfg: &Config) {
         "B/message = (live after writes − live before creating the channel) / messages; \
          growth = excluding the channel's setup; ÷N = per pending delivery.\n"
     );
+    if cfg.js.is_ok() {
+        println!(
+            "{JS_NAME} rows: V8 `heapUsed` after `global.gc()` instead of the counting allocator \
+             (payload `number` ↔ u64, `buffer` ↔ a pooled 64-byte Buffer); it varies by a few \
+             hundred kB from one collection to the next, so its setup, drain and drop figures are noise.\n"
+        );
+    }
     println!(
         "| peer | payload | N | messages | setup B | B/message | growth B/message | B/pending delivery (÷N) \
          | live B after drain | live B after drop |"
@@ -627,6 +693,124 @@ fn memory_table(cfg: &Config) {
 }
 
 // ---------------------------------------------------------------------------------------------
+// JavaScript peer: benches/js/fanout.mjs, run by node
+// ---------------------------------------------------------------------------------------------
+
+/// The JavaScript peer's column and row label.
+const JS_NAME: &str = "JS writable-consumable-stream";
+
+/// `benches/js`: the npm package that pins writable-consumable-stream, and `fanout.mjs`.
+fn js_dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("benches").join("js")
+}
+
+/// Prints `message` and exits: the JavaScript peer was required but cannot run.
+fn fail(message: &str) -> ! {
+    eprintln!("fanout: {message}");
+    std::process::exit(2)
+}
+
+/// `node --version`, or `None` if node cannot be run.
+fn node_version() -> Option<String> {
+    let out = Command::new("node").arg("--version").stderr(Stdio::null()).output().ok()?;
+    out.status.success().then(|| String::from_utf8_lossy(&out.stdout).trim().to_owned())
+}
+
+/// The JavaScript peer, known to be runnable.
+struct Js {
+    /// node's version.
+    node: String,
+}
+
+impl Js {
+    /// Whether to run the JavaScript peer (`Err`: why not). `FANOUT_JS=1` requires it: it runs
+    /// `npm ci` in `benches/js` if `node_modules` is missing, and exits with an error if node or
+    /// npm cannot. `FANOUT_JS=0` skips it. Otherwise it runs if `node` is on the PATH and
+    /// `benches/js/node_modules` exists, except in quick runs.
+    fn detect(quick: bool) -> Result<Js, String> {
+        let forced = match std::env::var("FANOUT_JS") {
+            Ok(v) if v == "0" => return Err("FANOUT_JS=0".to_owned()),
+            Ok(v) => !v.is_empty(),
+            Err(_) => false,
+        };
+        if quick && !forced {
+            return Err("quick run; set FANOUT_JS=1 to include it".to_owned());
+        }
+        let dir = js_dir();
+        let Some(node) = node_version() else {
+            if forced {
+                fail("FANOUT_JS=1, but `node` is not on the PATH: install Node.js (18 or later)");
+            }
+            return Err("`node` is not on the PATH; FANOUT_JS=1 requires it".to_owned());
+        };
+        if !dir.join("node_modules").is_dir() {
+            if !forced {
+                return Err(format!(
+                    "{} is missing; run `npm ci` there, or set FANOUT_JS=1 to do it",
+                    dir.join("node_modules").display()
+                ));
+            }
+            eprintln!("fanout: FANOUT_JS=1 and no node_modules: running `npm ci` in {}", dir.display());
+            // npm's output goes to stderr: stdout is the report.
+            let status = Command::new("npm")
+                .args(["ci", "--no-audit", "--no-fund"])
+                .current_dir(&dir)
+                .stdout(std::io::stderr())
+                .status()
+                .unwrap_or_else(|e| fail(&format!("FANOUT_JS=1, but `npm` cannot be run ({e})")));
+            if !status.success() {
+                fail(&format!("FANOUT_JS=1, but `npm ci` in {} failed ({status})", dir.display()));
+            }
+        }
+        Ok(Js { node })
+    }
+
+    /// Runs `fanout.mjs` on one case and returns the JSON line it prints.
+    fn run(&self, scenario: &str, payload: &str, n: usize, messages: u64, reps: usize) -> String {
+        let case = format!(
+            r#"{{"scenario":"{scenario}","payload":"{payload}","n":{n},"messages":{messages},"reps":{reps}}}"#
+        );
+        let out = Command::new("node")
+            .args(["--expose-gc", "fanout.mjs", &case])
+            .current_dir(js_dir())
+            .stderr(Stdio::inherit())
+            .output()
+            .unwrap_or_else(|e| fail(&format!("cannot run node ({e})")));
+        assert!(out.status.success(), "{JS_NAME}: fanout.mjs {case} failed ({})", out.status);
+        String::from_utf8(out.stdout).expect("fanout.mjs prints UTF-8")
+    }
+
+    /// A timed case: the median ns per delivery of `reps` repetitions.
+    fn timed<T: Payload>(&self, scenario: Scenario, n: usize, messages: u64, reps: usize) -> f64 {
+        json_number(&self.run(scenario.name(), T::JS, n, messages, reps), "ns_per_delivery")
+    }
+
+    /// The memory case: one consumer that reads nothing, `messages` writes, then a drain.
+    fn memory<T: Payload>(&self, messages: u64) -> MemRow {
+        let out = self.run("memory", T::JS, 1, messages, 1);
+        let bytes = |key| json_number(&out, key) as isize;
+        MemRow {
+            peer: JS_NAME,
+            payload: T::JS,
+            n: 1,
+            messages,
+            setup: bytes("setup"),
+            written: bytes("written"),
+            drained: Some(bytes("drained")),
+            dropped: bytes("dropped"),
+        }
+    }
+}
+
+/// The number after `"key":` in a flat JSON object such as `fanout.mjs` prints.
+fn json_number(json: &str, key: &str) -> f64 {
+    let tag = format!("\"{key}\":");
+    let start = json.find(&tag).unwrap_or_else(|| panic!("no {key} in {json}")) + tag.len();
+    let value = json[start..].split([',', '}']).next().unwrap_or_default();
+    value.trim().parse().unwrap_or_else(|e| panic!("{key} in {json}: {e}"))
+}
+
+// ---------------------------------------------------------------------------------------------
 // Configuration and main
 // ---------------------------------------------------------------------------------------------
 
@@ -634,10 +818,14 @@ struct Config {
     quick: bool,
     /// N × messages per timed case.
     deliveries: u64,
+    /// N × messages per timed case of the JavaScript peer (slower: fewer, so a case takes seconds).
+    js_deliveries: u64,
     consumers: &'static [usize],
     reps: usize,
     /// Messages written in the single-consumer memory cases.
     mem_messages: u64,
+    /// The JavaScript peer, or why it is skipped.
+    js: Result<Js, String>,
     /// Substrings of the cases to run (none: all). A timed case's key is
     /// `scenario/executor/payload/N/`, e.g. `drain/current_thread/u64/1000/`; the memory table's
     /// key is `memory`.
@@ -652,22 +840,27 @@ impl Config {
         let quick = args.iter().any(|a| a == "--quick")
             || std::env::var("FANOUT_QUICK").is_ok_and(|v| !v.is_empty() && v != "0");
         let filters = args.into_iter().filter(|a| !a.starts_with('-')).collect();
+        let js = Js::detect(quick);
         if quick {
             Config {
                 quick,
                 deliveries: 1_000_000,
+                js_deliveries: 1_000_000,
                 consumers: &[1, 100],
                 reps: 3,
                 mem_messages: 100_000,
+                js,
                 filters,
             }
         } else {
             Config {
                 quick,
                 deliveries: 10_000_000,
+                js_deliveries: 2_000_000,
                 consumers: &[1, 100, 1000, 10_000],
                 reps: 3,
                 mem_messages: 1_000_000,
+                js,
                 filters,
             }
         }
@@ -692,6 +885,10 @@ fn main() {
         if cfg.quick { "quick" } else { "full" }
     );
     println!("Load average at start: {}\n", loadavg());
+    match &cfg.js {
+        Ok(js) => println!("{JS_NAME}: node {}, benches/js/fanout.mjs\n", js.node),
+        Err(why) => println!("{JS_NAME}: skipped ({why})\n"),
+    }
     // Memory first: no runtime (and no worker thread) is alive while the allocator counts.
     memory_table(&cfg);
     timed_table(&cfg);
