@@ -155,3 +155,26 @@ fn auto_traits() {
     send_unpin::<Consumer<NotSyncNotUnpin>>();
     send_unpin::<WriteAsync<'static, NotSyncNotUnpin>>();
 }
+
+#[test]
+fn a_dropped_write_async_leaves_no_waker_behind() {
+    use core::task::{Context, Poll, Waker};
+    let s = WritableConsumableStream::with_limit(1, Overflow::Wait);
+    let mut c = s.create_consumer();
+    s.write(0u8);
+    let mut cx = Context::from_waker(Waker::noop());
+    for i in 1..=3 {
+        let mut w = s.write_async(i);
+        assert_eq!(core::pin::Pin::new(&mut w).poll(&mut cx), Poll::Pending);
+        assert_eq!(core::pin::Pin::new(&mut w).poll(&mut cx), Poll::Pending);
+        assert_eq!(s.waiting_writers(), 1, "one registration per waiting future");
+        drop(w);
+        assert_eq!(s.waiting_writers(), 0);
+    }
+    let mut w = s.write_async(9);
+    assert_eq!(core::pin::Pin::new(&mut w).poll(&mut cx), Poll::Pending);
+    assert_eq!(block_on(c.next()), Some(0));
+    assert_eq!(s.waiting_writers(), 0, "room made: the writer was woken and unregistered");
+    assert_eq!(core::pin::Pin::new(&mut w).poll(&mut cx), Poll::Ready(1));
+    assert_eq!(block_on(c.next()), Some(9));
+}

@@ -85,8 +85,9 @@ pub(crate) struct Inner<T> {
     by_id: BTreeMap<ConsumerId, usize>,
     /// Slots that registered a waker since the last write (may hold stale or repeated slots).
     waiting: Vec<usize>,
-    /// Writers waiting for room (`write_async`).
-    writers: Vec<Waker>,
+    /// Writers waiting for room (`write_async`), by registration number.
+    writers: Vec<(u64, Waker)>,
+    next_writer: u64,
     limit: Option<usize>,
     overflow: Overflow,
     /// Every stream handle was dropped: consumers end once they have read everything.
@@ -211,7 +212,7 @@ impl<T> Inner<T> {
 
     pub(crate) fn wake_writers_if_room(&mut self, wakes: &mut Wakes) {
         if !self.writers.is_empty() && self.has_room() {
-            wakes.append(&mut self.writers);
+            wakes.extend(self.writers.drain(..).map(|(_, w)| w));
         }
     }
 
@@ -387,6 +388,7 @@ impl<T> WritableConsumableStream<T> {
             by_id: BTreeMap::new(),
             waiting: Vec::new(),
             writers: Vec::new(),
+            next_writer: 0,
             limit,
             overflow,
             dropped: false,
@@ -412,6 +414,12 @@ impl<T> WritableConsumableStream<T> {
     #[cfg(test)]
     pub(crate) fn chunk_stats(&self) -> (usize, usize) {
         self.shared.inner.lock().buffer.chunk_stats()
+    }
+
+    /// Writers registered as waiting for room (tests of `WriteAsync`'s drop).
+    #[cfg(test)]
+    pub(crate) fn waiting_writers(&self) -> usize {
+        self.shared.inner.lock().writers.len()
     }
 
     /// The limit set by [`with_limit`](Self::with_limit), if any.
@@ -468,7 +476,7 @@ impl<T> WritableConsumableStream<T> {
     /// to how many consumers it reached. Consumers that are dropped or killed stop counting at
     /// once; a closed consumer counts until it has yielded what was buffered before its close.
     pub fn write_async(&self, value: T) -> WriteAsync<'_, T> {
-        WriteAsync { stream: self, value: Some(value) }
+        WriteAsync { stream: self, value: Some(value), waiting: None }
     }
 
     /// Writes `value` for consumer `id` only. Returns whether `id` is a live consumer (with
@@ -624,6 +632,8 @@ impl<T> Shared<T> {
 pub struct WriteAsync<'a, T> {
     stream: &'a WritableConsumableStream<T>,
     value: Option<T>,
+    /// Registration number while waiting for room.
+    waiting: Option<u64>,
 }
 
 impl<T> fmt::Debug for WriteAsync<'_, T> {
@@ -638,18 +648,30 @@ impl<T> Future for WriteAsync<'_, T> {
     type Output = usize;
 
     fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<usize> {
-        let shared = &self.stream.shared;
+        let this = &mut *self;
+        let shared = &this.stream.shared;
         let mut wakes = Wakes::new();
         let out = {
             let mut inner = shared.inner.lock();
+            let registered = this.waiting.and_then(|n| inner.writers.iter().position(|(k, _)| *k == n));
             if inner.has_room() {
-                match self.value.take() {
+                if let Some(i) = registered {
+                    inner.writers.swap_remove(i);
+                }
+                this.waiting = None;
+                match this.value.take() {
                     Some(value) => Poll::Ready(inner.push(Entry::Value(value), &mut wakes)),
                     None => Poll::Ready(0),
                 }
             } else {
-                if !inner.writers.iter().any(|w| w.will_wake(cx.waker())) {
-                    inner.writers.push(cx.waker().clone());
+                match registered {
+                    Some(i) => inner.writers[i].1.clone_from(cx.waker()),
+                    None => {
+                        let n = inner.next_writer;
+                        inner.next_writer += 1;
+                        inner.writers.push((n, cx.waker().clone()));
+                        this.waiting = Some(n);
+                    }
                 }
                 shared.writers_waiting.store(true, Ordering::Relaxed);
                 Poll::Pending
@@ -657,5 +679,18 @@ impl<T> Future for WriteAsync<'_, T> {
         };
         wake_all(wakes);
         out
+    }
+}
+
+impl<T> Drop for WriteAsync<'_, T> {
+    /// A writer that gives up (a timeout, a `select`) leaves no waker behind.
+    fn drop(&mut self) {
+        if let Some(n) = self.waiting {
+            let mut inner = self.stream.shared.inner.lock();
+            inner.writers.retain(|(k, _)| *k != n);
+            if inner.writers.is_empty() {
+                self.stream.shared.writers_waiting.store(false, Ordering::Relaxed);
+            }
+        }
     }
 }
