@@ -308,6 +308,25 @@ fn close_consumer_ends_only_that_consumer() {
 }
 
 #[test]
+fn close_and_kill_consumer_with_a_final_value() {
+    run(async {
+        let demux = StreamDemux::new();
+        let mut a = demux.create_consumer("a");
+        let mut b = demux.create_consumer("b");
+        demux.write("a", 1u32);
+        demux.write("b", 2);
+        assert!(demux.close_consumer_with(a.id(), 10));
+        assert!(demux.kill_consumer_with(b.id(), 20));
+        assert!(!demux.kill_consumer_with(b.id(), 21), "already killed");
+        assert_eq!(collect(&mut a).await, [1]);
+        assert_eq!(a.end(), Some(&End::Closed { value: Some(10) }));
+        assert_eq!(b.next().await, None);
+        assert_eq!(b.end(), Some(&End::Killed { value: Some(20), skipped: 1 }));
+        assert!(!demux.close_consumer_with(a.id(), 11), "already ended");
+    });
+}
+
+#[test]
 fn consumer_stats_by_name_and_for_all_names() {
     run(async {
         let demux = StreamDemux::new();

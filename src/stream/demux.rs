@@ -178,6 +178,11 @@ impl<T> StreamDemux<T> {
         self.stream_of(id).is_some_and(|s| s.close_consumer(id))
     }
 
+    /// Closes consumer `id` with a final value; returns whether it was live.
+    pub fn close_consumer_with(&self, id: ConsumerId, value: T) -> bool {
+        self.stream_of(id).is_some_and(|s| s.close_consumer_with(id, value))
+    }
+
     /// Kills sub-stream `name` (see [`WritableConsumableStream::kill`]); returns how many
     /// consumers were killed.
     pub fn kill(&self, name: &str) -> usize
@@ -214,6 +219,11 @@ impl<T> StreamDemux<T> {
     /// Kills consumer `id`; returns whether it was live.
     pub fn kill_consumer(&self, id: ConsumerId) -> bool {
         self.stream_of(id).is_some_and(|s| s.kill_consumer(id))
+    }
+
+    /// Kills consumer `id` with a final value; returns whether it was live.
+    pub fn kill_consumer_with(&self, id: ConsumerId, value: T) -> bool {
+        self.stream_of(id).is_some_and(|s| s.kill_consumer_with(id, value))
     }
 
     /// The largest backlog among `name`'s consumers (0 when it has none).
