@@ -8,7 +8,7 @@ use core::task::{Context, Poll};
 use futures_core::{FusedStream, Stream};
 
 use super::buffer::{Entry, Special};
-use super::writable::{Flags, Inner, Shared, Wakes, wake_all};
+use super::state::{Flags, Inner, Shared, Wakes, wake_all};
 use super::{ConsumerId, End};
 use crate::sync::{Arc, Ordering};
 

@@ -5,7 +5,7 @@ use alloc::string::String;
 use alloc::vec::Vec;
 use core::fmt;
 
-use super::writable::IdCounter;
+use super::state::IdCounter;
 use super::{Consumer, ConsumerId, ConsumerStats, Overflow, WritableConsumableStream};
 use crate::sync::{Arc, Mutex};
 

@@ -32,6 +32,7 @@
 mod buffer;
 mod consumer;
 mod demux;
+mod state;
 mod writable;
 
 pub use consumer::{Consumer, TimedOut};
