@@ -1,4 +1,4 @@
-//! [`WritableConsumableStream`]: the writer side and the state every consumer shares.
+//! [`WritableConsumableStream`]: the writer side — writes, close, kill, limits and the backlog getters.
 
 use alloc::boxed::Box;
 use alloc::vec::Vec;
