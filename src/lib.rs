@@ -37,6 +37,7 @@ extern crate std;
 
 mod sync;
 
+pub mod protocol;
 pub mod stream;
 
 #[cfg(feature = "smol")]

@@ -1,0 +1,167 @@
+//! Packet shapes and their encoding.
+//!
+//! | kind | shape |
+//! |---|---|
+//! | transmit | `{"event":E,"data":D}` (`data` absent when there is none) |
+//! | invoke | `{"event":E,"data":D,"cid":N}` (the server writes `cid` before `data`) |
+//! | response | `{"rid":N,"data":D}` / `{"rid":N}` / `{"rid":N,"error":ERR}` |
+//!
+//! Encoders take borrowed parts and return the frame text, so a publish is encoded once and the
+//! same bytes go to every subscriber.
+
+use alloc::string::String;
+
+use serde::Serialize;
+use serde_json::Value;
+
+use super::error::RemoteError;
+
+/// A decoded packet, classified as SocketCluster does: a string `event` makes an event (an invoke
+/// when `cid` is a non-negative integer, else a transmit — so a string `cid` makes a transmit);
+/// otherwise an integer `rid` makes a response; anything else is raw.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Packet {
+    /// A transmit (`cid` is `None`) or an invoke.
+    Event {
+        /// The event name.
+        event: String,
+        /// The data; `None` when the field is absent (distinct from `null`).
+        data: Option<Value>,
+        /// The call id of an invoke.
+        cid: Option<u64>,
+    },
+    /// A response to an earlier invoke.
+    Response {
+        /// The call id it answers.
+        rid: u64,
+        /// `Ok(data)` (`None` when absent) or the error.
+        result: Result<Option<Value>, RemoteError>,
+    },
+    /// Any other JSON value.
+    Raw(Value),
+}
+
+impl Packet {
+    /// Classifies one JSON value (one element of a batch).
+    pub fn from_value(value: Value) -> Self {
+        let Value::Object(mut map) = value else { return Self::Raw(value) };
+        match map.remove("event") {
+            Some(Value::String(event)) => {
+                let cid = map.get("cid").and_then(Value::as_u64);
+                return Self::Event { event, data: map.remove("data"), cid };
+            }
+            Some(other) => {
+                map.insert(String::from("event"), other);
+            }
+            None => {}
+        }
+        if let Some(rid) = map.get("rid").and_then(Value::as_u64) {
+            let result = match map.remove("error") {
+                Some(Value::Null) | None => Ok(map.remove("data")),
+                Some(e) => Err(RemoteError::from_value(e)),
+            };
+            return Self::Response { rid, result };
+        }
+        Self::Raw(Value::Object(map))
+    }
+}
+
+#[derive(Serialize)]
+struct TransmitOut<'a, D: Serialize> {
+    event: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    data: Option<&'a D>,
+}
+
+#[derive(Serialize)]
+struct ClientInvokeOut<'a, D: Serialize> {
+    event: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    data: Option<&'a D>,
+    cid: u64,
+}
+
+#[derive(Serialize)]
+struct ServerInvokeOut<'a, D: Serialize> {
+    event: &'a str,
+    cid: u64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    data: Option<&'a D>,
+}
+
+#[derive(Serialize)]
+struct ResponseOut<'a, D: Serialize> {
+    rid: u64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    data: Option<&'a D>,
+}
+
+#[derive(Serialize)]
+struct ErrorOut<'a> {
+    rid: u64,
+    error: &'a RemoteError,
+}
+
+#[derive(Serialize)]
+struct PublishData<'a, D: Serialize> {
+    channel: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    data: Option<&'a D>,
+}
+
+fn to_string<T: Serialize>(value: &T) -> Result<String, serde_json::Error> {
+    serde_json::to_string(value)
+}
+
+/// `{"event":E,"data":D}`.
+///
+/// ```
+/// use socketcluster::protocol::packet::encode_transmit;
+/// assert_eq!(encode_transmit("echo", Some(&1)).unwrap(), r##"{"event":"echo","data":1}"##);
+/// assert_eq!(encode_transmit::<()>("#removeAuthToken", None).unwrap(), r##"{"event":"#removeAuthToken"}"##);
+/// ```
+pub fn encode_transmit<D: Serialize>(event: &str, data: Option<&D>) -> Result<String, serde_json::Error> {
+    to_string(&TransmitOut { event, data })
+}
+
+/// A client's invoke: `{"event":E,"data":D,"cid":N}`.
+pub fn encode_client_invoke<D: Serialize>(
+    event: &str,
+    data: Option<&D>,
+    cid: u64,
+) -> Result<String, serde_json::Error> {
+    to_string(&ClientInvokeOut { event, data, cid })
+}
+
+/// A server's invoke: `{"event":E,"cid":N,"data":D}`.
+pub fn encode_server_invoke<D: Serialize>(
+    event: &str,
+    data: Option<&D>,
+    cid: u64,
+) -> Result<String, serde_json::Error> {
+    to_string(&ServerInvokeOut { event, cid, data })
+}
+
+/// A success response: `{"rid":N,"data":D}`, or `{"rid":N}` without data.
+pub fn encode_response<D: Serialize>(rid: u64, data: Option<&D>) -> Result<String, serde_json::Error> {
+    to_string(&ResponseOut { rid, data })
+}
+
+/// An error response: `{"rid":N,"error":ERR}`.
+pub fn encode_error(rid: u64, error: &RemoteError) -> String {
+    // A RemoteError is a JSON value; serializing it cannot fail.
+    to_string(&ErrorOut { rid, error }).unwrap_or_default()
+}
+
+/// A channel message: `{"event":"#publish","data":{"channel":C,"data":D}}`.
+///
+/// ```
+/// use socketcluster::protocol::packet::encode_publish;
+/// assert_eq!(
+///     encode_publish("news", Some(&"hi")).unwrap(),
+///     r##"{"event":"#publish","data":{"channel":"news","data":"hi"}}"##
+/// );
+/// ```
+pub fn encode_publish<D: Serialize>(channel: &str, data: Option<&D>) -> Result<String, serde_json::Error> {
+    to_string(&TransmitOut { event: "#publish", data: Some(&PublishData { channel, data }) })
+}
