@@ -1,11 +1,65 @@
-//! The smol adapter: what differs per runtime, for smol.
+//! The smol adapter: only what differs per runtime — the [`Runtime`] implementation, TCP accept
+//! and connect — for smol. The tokio adapter has the same functions.
 //!
-//! For now this is the consumer idle timeout (SocketCluster's `createConsumer(timeout)`), which
-//! needs a timer the `no_std` core does not have. The WebSocket server and client come here next.
+//! Tasks run on smol's global executor (`smol::spawn`).
 
+use alloc::boxed::Box;
+use alloc::sync::Arc;
 use core::time::Duration;
+use std::io;
+use std::net::SocketAddr;
+use std::time::Instant;
 
+use crate::runtime::{BoxFuture, Runtime};
+use crate::server::{Server, ServerOptions};
 use crate::stream::{Consumer, TimedOut};
+
+/// The smol runtime: `smol::spawn` and `smol::Timer`.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct SmolRuntime;
+
+impl Runtime for SmolRuntime {
+    fn spawn(&self, future: BoxFuture<()>) {
+        smol::spawn(future).detach();
+    }
+
+    fn sleep_until(&self, deadline: Instant) -> BoxFuture<()> {
+        Box::pin(async move {
+            smol::Timer::at(deadline).await;
+        })
+    }
+}
+
+/// The runtime as the trait object the server and client take.
+pub fn runtime() -> Arc<dyn Runtime> {
+    Arc::new(SmolRuntime)
+}
+
+/// Binds `addr` and serves SocketCluster connections on it; returns the server and the bound
+/// address (useful with port 0).
+pub async fn listen(addr: &str, options: ServerOptions) -> io::Result<(Server, SocketAddr)> {
+    let listener = smol::net::TcpListener::bind(addr).await?;
+    let local = listener.local_addr()?;
+    let server = Server::new(options, runtime());
+    let s = server.clone();
+    smol::spawn(async move {
+        loop {
+            match listener.accept().await {
+                Ok((tcp, peer)) => {
+                    let _ = tcp.set_nodelay(true);
+                    let s = s.clone();
+                    smol::spawn(async move { s.accept(tcp, Some(peer)).await }).detach();
+                }
+                // Out of file descriptors and the like: back off briefly instead of spinning.
+                Err(_) => {
+                    smol::Timer::after(Duration::from_millis(10)).await;
+                }
+            }
+        }
+    })
+    .detach();
+    Ok((server, local))
+}
 
 /// The consumer's next item, or [`TimedOut`] when none arrives within `timeout`.
 ///

@@ -1,11 +1,74 @@
-//! The tokio adapter: what differs per runtime, for tokio.
+//! The tokio adapter: only what differs per runtime — the [`Runtime`] implementation, TCP accept
+//! and connect — for tokio. The smol adapter has the same functions.
 //!
-//! For now this is the consumer idle timeout (SocketCluster's `createConsumer(timeout)`), which
-//! needs a timer the `no_std` core does not have. The WebSocket server and client come here next.
+//! Call these from within a tokio runtime with the time driver enabled; tasks are spawned on it.
 
+use alloc::boxed::Box;
+use alloc::sync::Arc;
 use core::time::Duration;
+use std::io;
+use std::net::SocketAddr;
+use std::time::Instant;
 
+use async_tungstenite::tokio::TokioAdapter;
+
+use crate::runtime::{BoxFuture, Runtime};
+use crate::server::{Server, ServerOptions};
 use crate::stream::{Consumer, TimedOut};
+
+/// The tokio runtime behind a handle: `Handle::spawn` and `tokio::time`.
+#[derive(Debug, Clone)]
+pub struct TokioRuntime(tokio::runtime::Handle);
+
+impl TokioRuntime {
+    /// The runtime this is called from. Panics outside a tokio runtime.
+    pub fn current() -> Self {
+        Self(tokio::runtime::Handle::current())
+    }
+}
+
+impl Runtime for TokioRuntime {
+    fn spawn(&self, future: BoxFuture<()>) {
+        self.0.spawn(future);
+    }
+
+    fn sleep_until(&self, deadline: Instant) -> BoxFuture<()> {
+        // Created inside the runtime's context, so it can be polled from anywhere.
+        let sleep = {
+            let _guard = self.0.enter();
+            tokio::time::sleep_until(deadline.into())
+        };
+        Box::pin(sleep)
+    }
+}
+
+/// The current tokio runtime as the trait object the server and client take.
+pub fn runtime() -> Arc<dyn Runtime> {
+    Arc::new(TokioRuntime::current())
+}
+
+/// Binds `addr` and serves SocketCluster connections on it; returns the server and the bound
+/// address (useful with port 0).
+pub async fn listen(addr: &str, options: ServerOptions) -> io::Result<(Server, SocketAddr)> {
+    let listener = tokio::net::TcpListener::bind(addr).await?;
+    let local = listener.local_addr()?;
+    let server = Server::new(options, runtime());
+    let s = server.clone();
+    tokio::spawn(async move {
+        loop {
+            match listener.accept().await {
+                Ok((tcp, peer)) => {
+                    let _ = tcp.set_nodelay(true);
+                    let s = s.clone();
+                    tokio::spawn(async move { s.accept(TokioAdapter::new(tcp), Some(peer)).await });
+                }
+                // Out of file descriptors and the like: back off briefly instead of spinning.
+                Err(_) => tokio::time::sleep(Duration::from_millis(10)).await,
+            }
+        }
+    });
+    Ok((server, local))
+}
 
 /// The consumer's next item, or [`TimedOut`] when none arrives within `timeout`.
 /// Must run inside a tokio runtime with the time driver enabled.

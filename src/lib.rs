@@ -40,6 +40,15 @@ mod sync;
 pub mod protocol;
 pub mod stream;
 
+#[cfg(feature = "ws")]
+mod outbox;
+#[cfg(feature = "ws")]
+pub mod request;
+#[cfg(feature = "ws")]
+pub mod runtime;
+#[cfg(feature = "ws")]
+pub mod server;
+
 #[cfg(feature = "smol")]
 #[path = "../adapters/smol.rs"]
 pub mod smol;

@@ -264,6 +264,7 @@ impl ClientConnection {
                             .get("statusCode")
                             .and_then(Value::as_u64)
                             .and_then(|c| u16::try_from(c).ok())
+                            .filter(|&c| close::is_sendable(c))
                             .unwrap_or(close::HANDSHAKE_FAILED);
                         let reason = format!("{}: {}", e.name(), e.message());
                         self.close(code, &reason);
@@ -347,7 +348,7 @@ impl ClientConnection {
         if self.state == ClientState::Closed {
             return;
         }
-        self.transmits.push_back(Transmit::Close { code, reason: String::from(reason) });
+        self.transmits.push_back(Transmit::Close { code, reason: close::wire_reason(reason) });
         self.closed(code, reason);
     }
 

@@ -79,6 +79,24 @@ pub fn reason(code: u16, wire_reason: &str) -> String {
     if wire_reason.is_empty() { String::from(text(code).unwrap_or("")) } else { String::from(wire_reason) }
 }
 
+/// Whether `code` may be sent in a close frame (RFC 6455 §7.4; the `ws` package's check):
+/// 1000–1014 except 1004–1006, and 3000–4999.
+pub(crate) fn is_sendable(code: u16) -> bool {
+    matches!(code, 1000..=1003 | 1007..=1014 | 3000..=4999)
+}
+
+/// The longest close reason a close frame can carry, in bytes (125 minus the code).
+const MAX_WIRE_REASON: usize = 123;
+
+/// `reason` cut to fit a close frame (at most 123 bytes, on a character boundary).
+pub(crate) fn wire_reason(reason: &str) -> String {
+    let mut end = reason.len().min(MAX_WIRE_REASON);
+    while !reason.is_char_boundary(end) {
+        end -= 1;
+    }
+    String::from(&reason[..end])
+}
+
 /// Codes 1000 and 1001 are expected closes: no `error` event is emitted for them.
 pub fn is_ignored_status(code: u16) -> bool {
     code == NORMAL || code == GOING_AWAY

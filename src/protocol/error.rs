@@ -1,7 +1,8 @@
 //! Errors on the wire and in the API.
 //!
 //! SocketCluster sends an error as an object: `message` first, then every own property of the
-//! error (`name`, and custom fields such as `extra` or `statusCode`). A plain `Error('plain')`
+//! error (`name`, and custom fields such as `extra` or `statusCode`). [`RemoteError`] writes
+//! `message`, then `name`, then the other fields (in the map's order). A plain `Error('plain')`
 //! travels as `{"message":"plain"}` and the receiver calls it `Error`. A non-object error (a bare
 //! string) travels as it is. [`RemoteError`] keeps that wire value exactly, so an error received
 //! from one peer can be passed on to another unchanged.
@@ -19,7 +20,7 @@ use serde_json::{Map, Value};
 /// ```
 /// use socketcluster::protocol::RemoteError;
 /// let e = RemoteError::new("CustomError", "boom").with("extra", 42);
-/// assert_eq!(serde_json::to_string(&e).unwrap(), r#"{"message":"boom","extra":42,"name":"CustomError"}"#);
+/// assert_eq!(serde_json::to_string(&e).unwrap(), r#"{"message":"boom","name":"CustomError","extra":42}"#);
 /// assert_eq!(e.name(), "CustomError");
 /// let plain = RemoteError::plain("plain");
 /// assert_eq!(plain.name(), "Error");
@@ -98,10 +99,13 @@ impl Serialize for RemoteError {
         match &self.0 {
             Value::Object(m) => {
                 let mut out = s.serialize_map(Some(m.len()))?;
-                if let Some(msg) = m.get("message") {
-                    out.serialize_entry("message", msg)?;
+                // `message` first, then `name`, as SocketCluster's dehydrated errors have them.
+                for key in ["message", "name"] {
+                    if let Some(v) = m.get(key) {
+                        out.serialize_entry(key, v)?;
+                    }
                 }
-                for (k, v) in m.iter().filter(|(k, _)| *k != "message") {
+                for (k, v) in m.iter().filter(|(k, _)| *k != "message" && *k != "name") {
                     out.serialize_entry(k, v)?;
                 }
                 out.end()

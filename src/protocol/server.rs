@@ -64,7 +64,9 @@ pub enum ServerState {
 #[derive(Clone, Debug, PartialEq)]
 pub enum ServerEvent {
     /// A valid `#handshake`: answer it with [`ServerConnection::accept_handshake`] or
-    /// [`ServerConnection::reject_handshake`] before handling later events.
+    /// [`ServerConnection::reject_handshake`]. Packets received after it are held until it is
+    /// answered (processed in order on accept, dropped on reject), so nothing the connection
+    /// sends by itself can overtake the handshake response.
     Handshake {
         /// Its call id.
         cid: u64,
@@ -181,6 +183,8 @@ pub struct ServerConnection {
     pong_deadline: Option<Duration>,
     last_pong_reset: Duration,
     handshake_deadline: Option<Duration>,
+    /// Packets received while the handshake awaits the driver's answer.
+    held: VecDeque<Packet>,
     transmits: VecDeque<Transmit>,
     events: VecDeque<ServerEvent>,
 }
@@ -213,6 +217,7 @@ impl ServerConnection {
             pong_deadline,
             last_pong_reset: now,
             handshake_deadline,
+            held: VecDeque::new(),
             transmits: VecDeque::new(),
             events: VecDeque::new(),
         }
@@ -278,18 +283,18 @@ impl ServerConnection {
         }
         match decoded {
             Decoded::Heartbeat => {}
-            Decoded::Raw(text) => {
-                if self.state == ServerState::Connecting {
-                    return self.close(close::MESSAGE_BEFORE_HANDSHAKE, "");
-                }
-                self.events.push_back(ServerEvent::Raw(Value::String(text)));
-            }
+            Decoded::Raw(text) => match self.state {
+                ServerState::Connecting => self.close(close::MESSAGE_BEFORE_HANDSHAKE, ""),
+                ServerState::Handshaking => self.held.push_back(Packet::Raw(Value::String(text))),
+                _ => self.events.push_back(ServerEvent::Raw(Value::String(text))),
+            },
             Decoded::Packets(packets) => {
                 for p in packets {
-                    if self.state == ServerState::Closed {
-                        break;
+                    match self.state {
+                        ServerState::Closed => break,
+                        ServerState::Handshaking => self.held.push_back(p),
+                        _ => self.handle_packet(p),
                     }
-                    self.handle_packet(p);
                 }
             }
         }
@@ -404,6 +409,12 @@ impl ServerConnection {
         if let Ok(frame) = packet::encode_response(cid, Some(&data)) {
             self.transmits.push_back(Transmit::Text(frame));
         }
+        while let Some(p) = self.held.pop_front() {
+            if self.state == ServerState::Closed {
+                break;
+            }
+            self.handle_packet(p);
+        }
     }
 
     /// Rejects the handshake: an error response, then close with `code` (4008 by default in
@@ -416,15 +427,22 @@ impl ServerConnection {
         self.close(code, "");
     }
 
-    /// Queues a success response (`data` `None`: `{"rid":N}`).
+    /// Queues a success response (`data` `None`: `{"rid":N}`); dropped once the connection is
+    /// closed.
     pub fn respond(&mut self, rid: u64, data: Option<&Value>) {
+        if self.state == ServerState::Closed {
+            return;
+        }
         if let Ok(frame) = packet::encode_response(rid, data) {
             self.transmits.push_back(Transmit::Text(frame));
         }
     }
 
-    /// Queues an error response.
+    /// Queues an error response; dropped once the connection is closed.
     pub fn respond_error(&mut self, rid: u64, error: &RemoteError) {
+        if self.state == ServerState::Closed {
+            return;
+        }
         self.transmits.push_back(Transmit::Text(packet::encode_error(rid, error)));
     }
 
@@ -460,7 +478,7 @@ impl ServerConnection {
         if self.state == ServerState::Closed {
             return;
         }
-        self.transmits.push_back(Transmit::Close { code, reason: String::from(reason) });
+        self.transmits.push_back(Transmit::Close { code, reason: close::wire_reason(reason) });
         self.closed(code, reason);
     }
 
@@ -476,6 +494,7 @@ impl ServerConnection {
         self.next_ping = None;
         self.pong_deadline = None;
         self.handshake_deadline = None;
+        self.held.clear();
         self.events.push_back(ServerEvent::Closed { code, reason: close::reason(code, reason) });
     }
 
@@ -489,8 +508,11 @@ impl ServerConnection {
         self.events.pop_front()
     }
 
-    /// When [`handle_timeout`](Self::handle_timeout) should next be called.
+    /// When [`handle_timeout`](Self::handle_timeout) should next be called (`None` once closed).
     pub fn poll_timeout(&self) -> Option<Duration> {
+        if self.state == ServerState::Closed {
+            return None;
+        }
         [self.next_ping, self.pong_deadline, self.handshake_deadline, self.calls.next_deadline()]
             .into_iter()
             .flatten()
@@ -513,12 +535,12 @@ impl ServerConnection {
             && p <= now
         {
             self.transmits.push_back(Transmit::Text(String::from(self.config.protocol_version.ping())));
-            // Skip missed beats instead of bursting them.
-            let mut next = p + self.config.ping_interval;
-            while next <= now {
-                next += self.config.ping_interval;
-            }
-            self.next_ping = Some(next);
+            // Skip missed beats instead of bursting them: the next beat on the p + k·interval grid
+            // after `now` (computed, not looped: a zero interval or a long sleep must not hang).
+            let interval = self.config.ping_interval.max(Duration::from_millis(1));
+            let into_beat = (now - p).as_nanos() % interval.as_nanos();
+            let into_beat = Duration::from_nanos(u64::try_from(into_beat).unwrap_or(0));
+            self.next_ping = Some(now + (interval - into_beat));
         }
         for (cid, event) in self.calls.expire(now) {
             self.events.push_back(ServerEvent::CallTimedOut { cid, event });

@@ -222,6 +222,7 @@ impl<T: Clone> Consumer<T> {
                 None => {
                     slot.waker = Some(cx.waker().clone());
                     inner.register_waiting(self.slot);
+                    inner.wake_idle_waiters(&mut wakes);
                 }
             }
             Poll::Pending

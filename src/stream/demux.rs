@@ -137,6 +137,14 @@ impl<T> StreamDemux<T> {
         self.stream(name).map_or(0, |s| s.write(value))
     }
 
+    /// Resolves once every consumer of `name` has yielded everything written to it and waits for
+    /// more (see [`WritableConsumableStream::idle`]); at once when `name` has no consumers.
+    pub async fn idle(&self, name: &str) {
+        if let Some(s) = self.stream(name) {
+            s.idle().await;
+        }
+    }
+
     /// Writes `value` to consumer `id` only; returns whether it is a live consumer.
     pub fn write_to_consumer(&self, id: ConsumerId, value: T) -> bool {
         self.stream_of(id).is_some_and(|s| s.write_to_consumer(id, value))

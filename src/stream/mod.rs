@@ -37,7 +37,7 @@ mod writable;
 
 pub use consumer::{Consumer, TimedOut};
 pub use demux::StreamDemux;
-pub use writable::{Full, Overflow, WritableConsumableStream, WriteAsync};
+pub use writable::{Full, Idle, Overflow, WritableConsumableStream, WriteAsync};
 
 use core::fmt;
 

@@ -58,6 +58,8 @@ pub(crate) struct Inner<T> {
     /// Writers waiting for room (`write_async`), by registration number.
     pub(crate) writers: Vec<(u64, Waker)>,
     pub(crate) next_writer: u64,
+    /// Tasks waiting in `idle()` for every consumer to be caught up and parked.
+    pub(crate) idle_waiters: Vec<Waker>,
     pub(crate) limit: Option<usize>,
     pub(crate) overflow: Overflow,
     /// Every stream handle was dropped: consumers end once they have read everything.
@@ -155,7 +157,21 @@ impl<T> Inner<T> {
         self.buffer.release(s.cursor);
         self.compact();
         self.wake_writers_if_room(wakes);
+        self.wake_idle_waiters(wakes);
         s
+    }
+
+    /// Every consumer has read everything and is parked waiting for more (vacuously true
+    /// without consumers). A write takes the parked wakers, so a parked consumer is caught up.
+    pub(crate) fn all_idle(&self) -> bool {
+        self.consumers.iter().all(|(_, s)| s.waker.is_some())
+    }
+
+    /// Wakes the `idle()` waiters if every consumer is idle now.
+    pub(crate) fn wake_idle_waiters(&mut self, wakes: &mut Wakes) {
+        if !self.idle_waiters.is_empty() && self.all_idle() {
+            wakes.append(&mut self.idle_waiters);
+        }
     }
 
     /// Rebuilds the buffer's node store once a backlog is gone (see `Buffer::compact`).
@@ -264,6 +280,7 @@ impl<T> Shared<T> {
             by_id: BTreeMap::new(),
             waiting: Vec::new(),
             writers: Vec::new(),
+            idle_waiters: Vec::new(),
             next_writer: 0,
             limit,
             overflow,

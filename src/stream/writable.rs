@@ -318,6 +318,34 @@ impl<T> WritableConsumableStream<T> {
         inner.by_id.get(&id).map_or(0, |&slot| inner.backpressure_of(slot))
     }
 
+    /// Resolves once every consumer has yielded everything written so far and is waiting for
+    /// more (at once when there are no consumers).
+    ///
+    /// A consumer waits for more only after the body of its loop has run up to the next
+    /// `next().await`, so this tells a writer "every reader has handled my last item as far as it
+    /// does without awaiting" — the ordering JavaScript's microtasks give SocketCluster. The server
+    /// uses it to hold a new socket's packets until the `connection` handlers have run, so they can
+    /// create their consumers first. A consumer that is never polled keeps this pending: bound the
+    /// wait with a timer.
+    ///
+    /// ```
+    /// use futures::{FutureExt, StreamExt};
+    /// use socketcluster::stream::WritableConsumableStream;
+    ///
+    /// # futures::executor::block_on(async {
+    /// let stream = WritableConsumableStream::new();
+    /// let mut c = stream.create_consumer();
+    /// stream.write(1);
+    /// assert!(stream.idle().now_or_never().is_none()); // 1 not read yet
+    /// assert_eq!(c.next().await, Some(1));
+    /// assert!(c.next().now_or_never().is_none()); // parks: waiting for more
+    /// assert!(stream.idle().now_or_never().is_some());
+    /// # });
+    /// ```
+    pub fn idle(&self) -> Idle<'_, T> {
+        Idle { stream: self }
+    }
+
     /// Live consumers.
     pub fn consumer_count(&self) -> usize {
         self.shared.inner.lock().consumers.len()
@@ -414,5 +442,31 @@ impl<T> Drop for WriteAsync<'_, T> {
                 self.stream.shared.writers_waiting.store(false, Ordering::Relaxed);
             }
         }
+    }
+}
+
+/// The future of [`WritableConsumableStream::idle`].
+#[must_use = "futures do nothing unless polled"]
+pub struct Idle<'a, T> {
+    stream: &'a WritableConsumableStream<T>,
+}
+
+impl<T> fmt::Debug for Idle<'_, T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Idle").finish_non_exhaustive()
+    }
+}
+
+impl<T> Future for Idle<'_, T> {
+    type Output = ();
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
+        let mut inner = self.stream.shared.inner.lock();
+        if inner.all_idle() {
+            return Poll::Ready(());
+        }
+        inner.idle_waiters.retain(|w| !w.will_wake(cx.waker()));
+        inner.idle_waiters.push(cx.waker().clone());
+        Poll::Pending
     }
 }

@@ -1,0 +1,302 @@
+//! The interop server: a SocketCluster server with the handlers of the interop contract
+//! (`echo`, `foo`, `fail`, `stats`, ...), driven by the interop tests and by anyone's tests.
+//!
+//! ```text
+//! cargo run --release --example interop_server -- --port 8000 [--runtime smol|tokio] ...
+//! ```
+//! Prints `{"listening":"127.0.0.1:PORT"}` when ready; exits 0 on SIGTERM/SIGINT after closing
+//! its sockets (close code 1001, so JS clients reconnect). Flags of features this build does not
+//! have yet (authentication, access rules, outbound limits, Redis) exit with code 2.
+
+use std::io::Write;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use futures::StreamExt;
+use futures::stream::select_all;
+use serde_json::{Value, json};
+use socketcluster::protocol::{Error, ProtocolVersion, RemoteError};
+use socketcluster::request::Request;
+use socketcluster::runtime::Runtime;
+use socketcluster::server::{Server, ServerEvent, ServerOptions, ServerSocket};
+
+struct Args {
+    host: String,
+    port: u16,
+    runtime: String,
+    options: ServerOptions,
+    foo_delay: Duration,
+}
+
+fn usage(msg: &str) -> ! {
+    eprintln!("interop_server: {msg}");
+    std::process::exit(2);
+}
+
+fn parse_args() -> Args {
+    let mut a = Args {
+        host: "127.0.0.1".into(),
+        port: 8000,
+        runtime: "smol".into(),
+        options: ServerOptions::default(),
+        foo_delay: Duration::from_millis(1000),
+    };
+    let mut it = std::env::args().skip(1);
+    let ms = |v: Option<String>, flag: &str| -> Duration {
+        match v.as_deref().map(str::parse::<u64>) {
+            Some(Ok(n)) => Duration::from_millis(n),
+            _ => usage(&format!("{flag} needs a number of milliseconds")),
+        }
+    };
+    while let Some(flag) = it.next() {
+        match flag.as_str() {
+            "--host" => a.host = it.next().unwrap_or_else(|| usage("--host needs an address")),
+            "--port" => {
+                a.port = it
+                    .next()
+                    .and_then(|v| v.parse().ok())
+                    .unwrap_or_else(|| usage("--port needs a port number"))
+            }
+            "--path" => a.options.path = it.next().unwrap_or_else(|| usage("--path needs a path")),
+            "--runtime" => {
+                a.runtime = it.next().unwrap_or_default();
+                match a.runtime.as_str() {
+                    "smol" => {}
+                    "tokio" if cfg!(feature = "tokio") => {}
+                    "tokio" => {
+                        usage("--runtime tokio needs the `tokio` feature (cargo run --features tokio ...)")
+                    }
+                    _ => usage("--runtime must be smol or tokio"),
+                }
+            }
+            "--protocol-version" => {
+                a.options.protocol_version = it
+                    .next()
+                    .and_then(|v| v.parse().ok())
+                    .and_then(ProtocolVersion::from_number)
+                    .unwrap_or_else(|| usage("--protocol-version must be 1 or 2"))
+            }
+            "--ping-interval" => a.options.ping_interval = ms(it.next(), &flag),
+            "--ping-timeout" => a.options.ping_timeout = ms(it.next(), &flag),
+            "--handshake-timeout" => a.options.handshake_timeout = ms(it.next(), &flag),
+            "--ack-timeout" => a.options.ack_timeout = ms(it.next(), &flag),
+            "--foo-delay" => a.foo_delay = ms(it.next(), &flag),
+            "--no-client-publish" => a.options.allow_client_publish = false,
+            "--socket-channel-limit" => {
+                a.options.socket_channel_limit = Some(
+                    it.next()
+                        .and_then(|v| v.parse().ok())
+                        .unwrap_or_else(|| usage("--socket-channel-limit needs a number")),
+                )
+            }
+            "--max-payload" => {
+                a.options.max_payload = Some(
+                    it.next()
+                        .and_then(|v| v.parse().ok())
+                        .unwrap_or_else(|| usage("--max-payload needs a number of bytes")),
+                )
+            }
+            "--broker" => match it.next().as_deref() {
+                Some("memory") => {}
+                Some(u) if u.starts_with("redis://") => usage("--broker redis:// is not supported yet"),
+                _ => usage("--broker must be memory or redis://HOST:PORT"),
+            },
+            "--auth-key" | "--outbound-limit" => usage(&format!("{flag} is not supported yet")),
+            _ => usage(&format!("unknown flag {flag}")),
+        }
+    }
+    a
+}
+
+fn print_line(v: &Value) {
+    let mut out = std::io::stdout().lock();
+    let _ = writeln!(out, "{v}");
+    let _ = out.flush();
+}
+
+/// What one socket's handlers share.
+struct SocketCtx {
+    socket: ServerSocket,
+    server: Server,
+    runtime: Arc<dyn Runtime>,
+    foo_log: Mutex<Vec<Value>>,
+}
+
+const PROCEDURES: &[&str] = &[
+    "echo",
+    "fail",
+    "fail-plain",
+    "foo-log",
+    "login",
+    "deauth",
+    "whoami",
+    "server-publish",
+    "kick",
+    "disconnect-me",
+    "call-me-back",
+    "transmit-me",
+    "stats",
+];
+
+fn invalid_arguments(message: &str) -> RemoteError {
+    RemoteError::new("InvalidArgumentsError", message)
+}
+
+/// Set up the handlers of a socket that just connected. Runs in the `connection` loop body, before
+/// any await: consumers created here see everything the client sends after the handshake.
+fn on_connection(server: &Server, runtime: &Arc<dyn Runtime>, socket: ServerSocket, foo_delay: Duration) {
+    let ctx = Arc::new(SocketCtx {
+        socket: socket.clone(),
+        server: server.clone(),
+        runtime: runtime.clone(),
+        foo_log: Mutex::new(Vec::new()),
+    });
+
+    // `foo`: the consumer exists from now on; it is read only after the delay.
+    let mut foo = socket.receiver("foo");
+    let c = ctx.clone();
+    runtime.spawn(Box::pin(async move {
+        c.runtime.sleep_until(Instant::now() + foo_delay).await;
+        while let Some(v) = foo.next().await {
+            c.foo_log.lock().unwrap_or_else(|e| e.into_inner()).push(v);
+        }
+    }));
+
+    // `echo` receiver.
+    let mut echo = socket.receiver("echo");
+    let s = socket.clone();
+    runtime.spawn(Box::pin(async move {
+        while let Some(v) = echo.next().await {
+            let _ = s.transmit("echo", v);
+        }
+    }));
+
+    // Procedures: one task for all of them; slow ones get a task of their own.
+    let mut requests = select_all(PROCEDURES.iter().map(|p| socket.procedure(p)));
+    let c = ctx.clone();
+    runtime.spawn(Box::pin(async move {
+        while let Some(req) = requests.next().await {
+            if matches!(req.procedure(), "call-me-back" | "kick" | "server-publish") {
+                let c = c.clone();
+                c.runtime.clone().spawn(Box::pin(async move { handle(&c, req).await }));
+            } else {
+                handle(&c, req).await;
+            }
+        }
+    }));
+}
+
+async fn handle(c: &SocketCtx, req: Request) {
+    let data = req.data().clone();
+    let _ = match req.procedure() {
+        "echo" => req.end_value(req.raw_data().cloned()),
+        "fail" => req.error(RemoteError::new("CustomError", "boom").with("extra", 42)),
+        "fail-plain" => req.error(RemoteError::plain("plain")),
+        "foo-log" => {
+            let log = c.foo_log.lock().unwrap_or_else(|e| e.into_inner()).clone();
+            req.end(log)
+        }
+        "login" => req.error(RemoteError::new("NotSupportedError", "Authentication is not supported yet")),
+        "deauth" => req.end_empty(),
+        "whoami" => req.end(Value::Null),
+        "server-publish" => {
+            let channel = data.get("channel").and_then(Value::as_str).unwrap_or_default().to_string();
+            match c
+                .server
+                .exchange()
+                .invoke_publish(&channel, data.get("data").cloned().unwrap_or(Value::Null))
+                .await
+            {
+                Ok(()) => req.end_empty(),
+                Err(e) => req.error(e.to_remote()),
+            }
+        }
+        "kick" => {
+            let channel = data.get("channel").and_then(Value::as_str).unwrap_or_default().to_string();
+            c.socket.kick_out(&channel, data.get("message").cloned().unwrap_or(Value::Null)).await;
+            req.end_empty()
+        }
+        "disconnect-me" => {
+            let code =
+                data.get("code").and_then(Value::as_u64).and_then(|c| u16::try_from(c).ok()).unwrap_or(1000);
+            let reason = data.get("reason").and_then(Value::as_str).unwrap_or_default().to_string();
+            let r = req.end_empty();
+            c.socket.disconnect(code, &reason);
+            r
+        }
+        "call-me-back" => {
+            let procedure = data.get("procedure").and_then(Value::as_str).unwrap_or_default().to_string();
+            match c.socket.invoke(&procedure, data.get("data").cloned().unwrap_or(Value::Null)).await {
+                Ok(v) => req.end(v),
+                Err(Error::Remote(e)) => req.error(e),
+                Err(e) => req.error(e.to_remote()),
+            }
+        }
+        "transmit-me" => match data.get("count").and_then(Value::as_u64) {
+            Some(n) => {
+                let event = data.get("event").and_then(Value::as_str).unwrap_or_default().to_string();
+                let d = data.get("data").cloned().unwrap_or(Value::Null);
+                for i in 0..n {
+                    let _ = c.socket.transmit(&event, json!({ "i": i, "data": d }));
+                }
+                req.end_empty()
+            }
+            None => req.error(invalid_arguments("transmit-me needs a non-negative count")),
+        },
+        "stats" => {
+            let channels: serde_json::Map<String, Value> =
+                c.server.broker().channels().into_iter().map(|(k, n)| (k, json!(n))).collect();
+            req.end(json!({ "clients": c.server.clients_count(), "channels": channels }))
+        }
+        _ => Ok(()),
+    };
+}
+
+async fn serve(server: Server, runtime: Arc<dyn Runtime>, foo_delay: Duration) {
+    let mut connections = server.listener("connection");
+    while let Some(ev) = connections.next().await {
+        if let ServerEvent::Connection { socket, .. } = ev {
+            on_connection(&server, &runtime, socket, foo_delay);
+        }
+    }
+}
+
+async fn run(server: Server, addr: std::net::SocketAddr, runtime: Arc<dyn Runtime>, foo_delay: Duration) {
+    print_line(&json!({ "listening": addr.to_string() }));
+    let (stop_tx, stop_rx) = async_channel::bounded::<()>(1);
+    if let Err(e) = ctrlc::set_handler(move || {
+        let _ = stop_tx.try_send(());
+    }) {
+        eprintln!("interop_server: cannot install the signal handler: {e}");
+        std::process::exit(1);
+    }
+    runtime.spawn(Box::pin(serve(server.clone(), runtime.clone(), foo_delay)));
+    let _ = stop_rx.recv().await;
+    server.close(1001, "", Duration::from_secs(2)).await;
+}
+
+fn main() {
+    let args = parse_args();
+    let addr = format!("{}:{}", args.host, args.port);
+    let fail = |e: std::io::Error| -> ! {
+        eprintln!("interop_server: cannot listen on {addr}: {e}");
+        std::process::exit(1);
+    };
+    match args.runtime.as_str() {
+        #[cfg(feature = "tokio")]
+        "tokio" => {
+            let rt =
+                tokio::runtime::Builder::new_multi_thread().enable_all().build().unwrap_or_else(|e| fail(e));
+            rt.block_on(async {
+                let (server, local) =
+                    socketcluster::tokio::listen(&addr, args.options).await.unwrap_or_else(|e| fail(e));
+                run(server, local, socketcluster::tokio::runtime(), args.foo_delay).await;
+            });
+        }
+        _ => smol::block_on(async {
+            let (server, local) =
+                socketcluster::smol::listen(&addr, args.options).await.unwrap_or_else(|e| fail(e));
+            run(server, local, socketcluster::smol::runtime(), args.foo_delay).await;
+        }),
+    }
+}

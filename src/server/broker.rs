@@ -1,0 +1,189 @@
+//! The broker: who is subscribed to which channel, and delivery of publishes.
+//!
+//! [`MemoryBroker`] is the in-process default. Another broker (Redis, for scale-out across
+//! processes) implements [`Broker`] and delivers to the same [`Subscriber`]s.
+
+use alloc::string::String;
+use alloc::sync::Arc;
+use alloc::vec::Vec;
+use core::fmt;
+use std::collections::HashMap;
+
+use async_tungstenite::tungstenite::Utf8Bytes;
+use serde_json::Value;
+
+use super::SocketEvent;
+use crate::outbox::Outbox;
+use crate::protocol::packet;
+use crate::protocol::{Error, RemoteError};
+use crate::runtime::BoxFuture;
+use crate::stream::StreamDemux;
+use crate::sync::Mutex;
+
+/// A message published to a channel, encoded once: every subscribing socket is sent the same
+/// bytes.
+#[derive(Clone, Debug)]
+pub struct Publication {
+    channel: Arc<str>,
+    data: Option<Value>,
+    frame: Utf8Bytes,
+}
+
+impl Publication {
+    /// Encodes `{"event":"#publish","data":{"channel":C,"data":D}}`.
+    pub fn new(channel: &str, data: Option<Value>) -> Result<Self, Error> {
+        let frame = packet::encode_publish(channel, data.as_ref())
+            .map_err(|e| Error::InvalidArguments(alloc::format!("{e}")))?;
+        Ok(Self { channel: Arc::from(channel), data, frame: Utf8Bytes::from(frame) })
+    }
+
+    /// The channel.
+    pub fn channel(&self) -> &str {
+        &self.channel
+    }
+
+    /// The data (`None` when the publish had none).
+    pub fn data(&self) -> Option<&Value> {
+        self.data.as_ref()
+    }
+
+    /// The encoded `#publish` frame.
+    pub fn frame(&self) -> &str {
+        self.frame.as_str()
+    }
+}
+
+#[derive(Clone)]
+enum Target {
+    Socket { out: Outbox, listeners: StreamDemux<SocketEvent> },
+    Exchange(StreamDemux<Value>),
+}
+
+/// Something subscribed to channels: a server socket, or the server's exchange.
+#[derive(Clone)]
+pub struct Subscriber {
+    id: u64,
+    target: Target,
+}
+
+impl fmt::Debug for Subscriber {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let kind = match self.target {
+            Target::Socket { .. } => "socket",
+            Target::Exchange(_) => "exchange",
+        };
+        f.debug_struct("Subscriber").field("id", &self.id).field("kind", &kind).finish()
+    }
+}
+
+impl Subscriber {
+    pub(crate) fn socket(id: u64, out: Outbox, listeners: StreamDemux<SocketEvent>) -> Self {
+        Self { id, target: Target::Socket { out, listeners } }
+    }
+
+    pub(crate) fn exchange(id: u64, channels: StreamDemux<Value>) -> Self {
+        Self { id, target: Target::Exchange(channels) }
+    }
+
+    /// A number unique to this subscriber within the process.
+    pub fn id(&self) -> u64 {
+        self.id
+    }
+
+    /// Delivers a publication; false when the subscriber is gone (a closed socket).
+    pub fn deliver(&self, publication: &Publication) -> bool {
+        match &self.target {
+            Target::Socket { out, .. } => out.text(publication.frame.clone()),
+            Target::Exchange(channels) => {
+                channels.write(&publication.channel, publication.data.clone().unwrap_or(Value::Null));
+                true
+            }
+        }
+    }
+
+    /// Reports a delivery problem to the subscriber's `error` listener (sockets only).
+    pub fn report(&self, error: RemoteError) {
+        if let Target::Socket { listeners, .. } = &self.target {
+            listeners.write("error", SocketEvent::Error(error));
+        }
+    }
+}
+
+/// Channel subscriptions and publish delivery.
+///
+/// `subscribe` completes only once the subscription is in place, so a publish issued after it
+/// reaches the subscriber; the server acknowledges a client's `#subscribe` only then.
+pub trait Broker: Send + Sync + fmt::Debug + 'static {
+    /// Subscribes `subscriber` to `channel` (again: no effect).
+    fn subscribe(&self, channel: String, subscriber: Subscriber) -> BoxFuture<Result<(), RemoteError>>;
+    /// Unsubscribes subscriber `id` from `channel`.
+    fn unsubscribe(&self, channel: String, id: u64) -> BoxFuture<()>;
+    /// Publishes to every subscriber of `channel`; completes once the publication was handed to
+    /// each local subscriber's queue.
+    fn publish(&self, channel: String, data: Option<Value>) -> BoxFuture<Result<(), RemoteError>>;
+    /// The channels with at least one subscriber, and how many each has.
+    fn channels(&self) -> Vec<(String, usize)>;
+}
+
+/// The in-process broker.
+#[derive(Debug, Default)]
+pub struct MemoryBroker {
+    channels: Mutex<HashMap<String, Vec<Subscriber>>>,
+}
+
+impl MemoryBroker {
+    /// An empty broker.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Subscribes now (the same as [`Broker::subscribe`], without the future).
+    pub fn subscribe_now(&self, channel: &str, subscriber: Subscriber) {
+        let mut map = self.channels.lock();
+        let subs = map.entry(String::from(channel)).or_default();
+        if !subs.iter().any(|s| s.id == subscriber.id) {
+            subs.push(subscriber);
+        }
+    }
+
+    /// Unsubscribes now.
+    pub fn unsubscribe_now(&self, channel: &str, id: u64) {
+        let mut map = self.channels.lock();
+        if let Some(subs) = map.get_mut(channel) {
+            subs.retain(|s| s.id != id);
+            if subs.is_empty() {
+                map.remove(channel);
+            }
+        }
+    }
+
+    /// Delivers `publication` to the local subscribers of its channel; returns how many.
+    pub fn deliver(&self, publication: &Publication) -> usize {
+        let map = self.channels.lock();
+        map.get(publication.channel())
+            .map_or(0, |subs| subs.iter().filter(|s| s.deliver(publication)).count())
+    }
+}
+
+impl Broker for MemoryBroker {
+    fn subscribe(&self, channel: String, subscriber: Subscriber) -> BoxFuture<Result<(), RemoteError>> {
+        self.subscribe_now(&channel, subscriber);
+        alloc::boxed::Box::pin(async { Ok(()) })
+    }
+
+    fn unsubscribe(&self, channel: String, id: u64) -> BoxFuture<()> {
+        self.unsubscribe_now(&channel, id);
+        alloc::boxed::Box::pin(async {})
+    }
+
+    fn publish(&self, channel: String, data: Option<Value>) -> BoxFuture<Result<(), RemoteError>> {
+        let result = Publication::new(&channel, data).map(|p| {
+            self.deliver(&p);
+        });
+        alloc::boxed::Box::pin(async move { result.map_err(|e| e.to_remote()) })
+    }
+
+    fn channels(&self) -> Vec<(String, usize)> {
+        self.channels.lock().iter().map(|(k, v)| (k.clone(), v.len())).collect()
+    }
+}

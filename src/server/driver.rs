@@ -1,0 +1,406 @@
+//! The task that drives one server socket: reads frames into the sans-IO connection, acts on its
+//! events in order, and fires its timers.
+
+use alloc::boxed::Box;
+use alloc::collections::BTreeSet;
+use alloc::string::String;
+use alloc::sync::Arc;
+use core::sync::atomic::{AtomicU64, Ordering};
+use core::task::Poll;
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use async_tungstenite::WebSocketStream;
+use async_tungstenite::tungstenite::{Error as WsError, Message};
+use base64::Engine as _;
+use futures::io::{AsyncRead, AsyncWrite};
+use futures::{Stream, StreamExt};
+use serde_json::Value;
+
+use super::broker::Subscriber;
+use super::{ServerEvent, ServerShared, ServerSocket, SocketEvent};
+use crate::outbox::{Outbox, write_loop};
+use crate::protocol::server::ServerEvent as ConnEvent;
+use crate::protocol::{RemoteError, ServerConfig, ServerConnection, Transmit, close, packet};
+use crate::request::Request;
+use crate::runtime::BoxFuture;
+use crate::stream::StreamDemux;
+use crate::sync::Mutex;
+
+/// How long a new socket's packets wait for the `connection` consumers (see `ServerEvent::Connection`).
+const CONNECTION_HOLD: Duration = Duration::from_secs(2);
+
+pub(crate) fn queue(out: &Outbox, t: Transmit) {
+    match t {
+        Transmit::Text(s) => {
+            out.text(s);
+        }
+        Transmit::Close { code, reason } => out.close(code, &reason),
+    }
+}
+
+/// A socket id: 15 bytes (12 random, 3 from a per-process counter) in URL-safe base64, 20
+/// characters, as SocketCluster makes them.
+fn socket_id(seq: &AtomicU64) -> String {
+    let mut bytes = [0u8; 15];
+    fastrand::fill(&mut bytes[..12]);
+    let n = seq.fetch_add(1, Ordering::Relaxed).to_be_bytes();
+    bytes[12..].copy_from_slice(&n[5..]);
+    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes)
+}
+
+enum Step {
+    Frame(Option<Result<Message, WsError>>),
+    Timer,
+    Wake,
+}
+
+pub(crate) async fn run<S>(
+    server: Arc<ServerShared>,
+    ws: WebSocketStream<S>,
+    remote: Option<SocketAddr>,
+    uri: String,
+) where
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let (sink, mut frames) = ws.split();
+    let (out, out_rx) = Outbox::new();
+    server.runtime.spawn(Box::pin(write_loop(sink, out_rx)));
+    let (wake, woken) = async_channel::bounded(1);
+    let mut woken = core::pin::pin!(woken);
+    let o = &server.options;
+    let config = ServerConfig {
+        ping_interval: o.ping_interval,
+        ping_timeout: o.ping_timeout,
+        ping_timeout_disabled: o.ping_timeout_disabled,
+        handshake_timeout: o.handshake_timeout,
+        protocol_version: o.protocol_version,
+    };
+    let socket = ServerSocket {
+        inner: Arc::new(super::socket::SocketInner {
+            id: socket_id(&server.id_seq),
+            server: server.clone(),
+            remote_address: remote,
+            request_uri: uri,
+            conn: Mutex::new(ServerConnection::new(server.now(), config)),
+            out,
+            wake,
+            pending: Mutex::new(HashMap::new()),
+            subscriptions: Mutex::new(BTreeSet::new()),
+            receivers: StreamDemux::new(),
+            procedures: StreamDemux::new(),
+            listeners: StreamDemux::new(),
+            subscriber_id: server.next_subscriber.fetch_add(1, Ordering::Relaxed),
+            inbound_received: AtomicU64::new(0),
+            inbound_processed: AtomicU64::new(0),
+            closed: Mutex::new(None),
+        }),
+    };
+    server.live.fetch_add(1, Ordering::AcqRel);
+    server.pending_clients.fetch_add(1, Ordering::Relaxed);
+    server.emit("handshake", ServerEvent::Handshake { socket: socket.clone() });
+    let mut driver = Driver { server: server.clone(), socket, open: false };
+    // Not in `Driver`: the driver is borrowed across awaits, so it must be `Sync`; timers are not.
+    let mut timer: Option<(Duration, BoxFuture<()>)> = None;
+    loop {
+        driver.flush();
+        if driver.process_events().await {
+            break;
+        }
+        let deadline = driver.socket.inner.conn.lock().poll_timeout();
+        arm(&server, &mut timer, deadline);
+        let step = core::future::poll_fn(|cx| {
+            if let Poll::Ready(f) = frames.poll_next_unpin(cx) {
+                return Poll::Ready(Step::Frame(f));
+            }
+            if let Poll::Ready(_) = woken.as_mut().poll_next(cx) {
+                return Poll::Ready(Step::Wake);
+            }
+            if let Some((_, t)) = timer.as_mut()
+                && t.as_mut().poll(cx).is_ready()
+            {
+                return Poll::Ready(Step::Timer);
+            }
+            Poll::Pending
+        })
+        .await;
+        let now = server.now();
+        let inner = &driver.socket.inner;
+        match step {
+            Step::Frame(Some(Ok(msg))) => {
+                inner.inbound_received.fetch_add(1, Ordering::Relaxed);
+                let mut conn = inner.conn.lock();
+                match &msg {
+                    Message::Text(t) => {
+                        inner.listeners.write("message", SocketEvent::Message(String::from(t.as_str())));
+                        conn.handle_text(now, t.as_str());
+                    }
+                    Message::Binary(b) => {
+                        inner
+                            .listeners
+                            .write("message", SocketEvent::Message(String::from_utf8_lossy(b).into_owned()));
+                        conn.handle_binary(now, b);
+                    }
+                    Message::Close(frame) => {
+                        let (code, reason) = frame.as_ref().map_or((close::NO_STATUS, String::new()), |f| {
+                            (u16::from(f.code), String::from(f.reason.as_str()))
+                        });
+                        conn.handle_close(code, &reason);
+                    }
+                    Message::Ping(_) | Message::Pong(_) | Message::Frame(_) => {}
+                }
+                drop(conn);
+                inner.inbound_processed.fetch_add(1, Ordering::Relaxed);
+            }
+            Step::Frame(Some(Err(WsError::Capacity(_)))) => {
+                inner.conn.lock().close(close::MESSAGE_TOO_BIG, "");
+            }
+            Step::Frame(Some(Err(_)) | None) => inner.conn.lock().handle_close(close::ABNORMAL, ""),
+            Step::Timer => {
+                timer = None;
+                inner.conn.lock().handle_timeout(now);
+            }
+            Step::Wake => {}
+        }
+    }
+    if server.live.fetch_sub(1, Ordering::AcqRel) == 1 {
+        server.all_done.notify();
+    }
+}
+
+/// Points `timer` at `deadline`, keeping it when it already is.
+fn arm(server: &ServerShared, timer: &mut Option<(Duration, BoxFuture<()>)>, deadline: Option<Duration>) {
+    match deadline {
+        None => *timer = None,
+        Some(d) if timer.as_ref().is_some_and(|(t, _)| *t == d) => {}
+        Some(d) => *timer = Some((d, server.runtime.sleep_until(server.epoch + d))),
+    }
+}
+
+struct Driver {
+    server: Arc<ServerShared>,
+    socket: ServerSocket,
+    open: bool,
+}
+
+impl Driver {
+    /// Moves the connection's frames to the outbound queue.
+    fn flush(&self) {
+        let mut conn = self.socket.inner.conn.lock();
+        while let Some(t) = conn.poll_transmit() {
+            queue(&self.socket.inner.out, t);
+        }
+    }
+
+    fn respond(&self, cid: Option<u64>, result: Result<(), RemoteError>) {
+        let Some(cid) = cid else { return };
+        let frame = match result {
+            Ok(()) => packet::encode_response::<Value>(cid, None).unwrap_or_default(),
+            Err(e) => packet::encode_error(cid, &e),
+        };
+        self.socket.inner.out.text(frame);
+    }
+
+    fn warn(&self, error: RemoteError) {
+        self.socket.inner.listeners.write("error", SocketEvent::Error(error.clone()));
+        self.server.emit("warning", ServerEvent::Warning { error, socket: Some(self.socket.clone()) });
+    }
+
+    /// Handles the connection's events in order; true once the socket is closed and cleaned up.
+    async fn process_events(&mut self) -> bool {
+        loop {
+            let ev = self.socket.inner.conn.lock().poll_event();
+            let Some(ev) = ev else { return false };
+            if self.handle(ev).await {
+                return true;
+            }
+            self.flush();
+        }
+    }
+
+    async fn handle(&mut self, ev: ConnEvent) -> bool {
+        let inner = self.socket.inner.clone();
+        match ev {
+            ConnEvent::Handshake { cid, auth_token: _ } => {
+                // Token verification arrives with authentication support; until then every
+                // socket is unauthenticated.
+                inner.conn.lock().accept_handshake(cid, &inner.id, false, None);
+                self.flush();
+                self.open = true;
+                self.server.pending_clients.fetch_sub(1, Ordering::Relaxed);
+                self.server.clients.lock().insert(inner.id.clone(), self.socket.clone());
+                inner
+                    .listeners
+                    .write("connect", SocketEvent::Connect { id: inner.id.clone(), is_authenticated: false });
+                self.server.emit(
+                    "connection",
+                    ServerEvent::Connection {
+                        socket: self.socket.clone(),
+                        id: inner.id.clone(),
+                        is_authenticated: false,
+                        auth_error: None,
+                    },
+                );
+                // Hold this socket's later packets until the `connection` handlers have run.
+                let idle = self.server.listeners.idle("connection");
+                let sleep = self.server.runtime.sleep_until(Instant::now() + CONNECTION_HOLD);
+                futures::future::select(core::pin::pin!(idle), sleep).await;
+            }
+            ConnEvent::Transmit { event, data } => {
+                inner.receivers.write(&event, data.unwrap_or(Value::Null));
+            }
+            ConnEvent::Invoke { event, data, cid } => {
+                let req = Request::new(&event, data, cid, inner.clone());
+                inner.procedures.write(&event, req);
+            }
+            ConnEvent::Subscribe { channel, options, cid } => {
+                let result = self.subscribe(&channel, options).await;
+                if let Err(e) = &result {
+                    self.warn(e.clone());
+                }
+                self.respond(cid, result);
+            }
+            ConnEvent::Unsubscribe { channel, cid } => {
+                let was = inner.subscriptions.lock().remove(&channel);
+                if was {
+                    self.server.broker.unsubscribe(channel.clone(), inner.subscriber_id).await;
+                    self.server.unsubscribed(&self.socket, &channel);
+                    self.respond(cid, Ok(()));
+                } else {
+                    let e = RemoteError::new(
+                        "BrokerError",
+                        alloc::format!(
+                            "Failed to unsubscribe socket from the {channel} channel - InvalidActionError: Socket {} tried to unsubscribe from a channel which it is not subscribed to",
+                            inner.id
+                        ),
+                    );
+                    self.respond(cid, Err(e));
+                }
+            }
+            ConnEvent::Publish { channel, data, cid } => {
+                let result = if self.server.options.allow_client_publish {
+                    self.server.broker.publish(channel, data).await
+                } else {
+                    Err(RemoteError::new("InvalidActionError", "Client publish feature is disabled"))
+                };
+                if let Err(e) = &result {
+                    self.warn(e.clone());
+                }
+                self.respond(cid, result);
+            }
+            ConnEvent::Authenticate { token: _, cid } => {
+                let e = RemoteError::new(
+                    "AuthTokenInvalidError",
+                    "Authentication is not supported by this server yet",
+                )
+                .with("isBadToken", true);
+                self.respond(Some(cid), Err(e));
+            }
+            ConnEvent::RemoveAuthToken => {}
+            ConnEvent::Response { rid, result } => {
+                if let Some(tx) = inner.pending.lock().remove(&rid) {
+                    let _ = tx.try_send(result);
+                }
+            }
+            ConnEvent::CallTimedOut { .. } | ConnEvent::Pong => {}
+            ConnEvent::Raw(v) => {
+                inner.listeners.write("raw", SocketEvent::Raw(v));
+            }
+            ConnEvent::Error(e) => self.warn(e),
+            ConnEvent::Closed { code, reason } => {
+                self.closed(code, reason).await;
+                return true;
+            }
+        }
+        false
+    }
+
+    async fn subscribe(&self, channel: &str, options: Value) -> Result<(), RemoteError> {
+        let inner = &self.socket.inner;
+        if inner.subscriptions.lock().contains(channel) {
+            return Ok(()); // acknowledged again, as in SocketCluster
+        }
+        if let Some(limit) = self.server.options.socket_channel_limit
+            && inner.subscriptions.lock().len() >= limit
+        {
+            return Err(RemoteError::new(
+                "BrokerError",
+                alloc::format!(
+                    "Failed to subscribe socket to the {channel} channel - Socket {} tried to exceed the channel subscription limit of {limit}",
+                    inner.id
+                ),
+            ));
+        }
+        let sub = Subscriber::socket(inner.subscriber_id, inner.out.clone(), inner.listeners.clone());
+        self.server.broker.subscribe(String::from(channel), sub).await.map_err(|e| {
+            RemoteError::new(
+                "BrokerError",
+                alloc::format!(
+                    "Failed to subscribe socket to the {channel} channel - {}: {}",
+                    e.name(),
+                    e.message()
+                ),
+            )
+        })?;
+        inner.subscriptions.lock().insert(String::from(channel));
+        inner.listeners.write(
+            "subscribe",
+            SocketEvent::Subscribe { channel: String::from(channel), options: options.clone() },
+        );
+        self.server.emit(
+            "subscription",
+            ServerEvent::Subscription {
+                socket: self.socket.clone(),
+                channel: String::from(channel),
+                options,
+            },
+        );
+        Ok(())
+    }
+
+    /// SocketCluster's close sequence: abort pending calls, disconnect/abort events, close
+    /// events, error unless 1000/1001, unsubscribe from everything, end, kill the streams.
+    async fn closed(&mut self, code: u16, reason: String) {
+        let inner = self.socket.inner.clone();
+        self.flush();
+        inner.out.shut();
+        *inner.closed.lock() = Some((code, reason.clone()));
+        // Dropping the senders fails every pending invoke with BadConnectionError.
+        inner.pending.lock().clear();
+        let socket = self.socket.clone();
+        if self.open {
+            self.server.clients.lock().remove(&inner.id);
+            inner.listeners.write("disconnect", SocketEvent::Disconnect { code, reason: reason.clone() });
+            self.server.emit(
+                "disconnection",
+                ServerEvent::Disconnection { socket: socket.clone(), code, reason: reason.clone() },
+            );
+        } else {
+            self.server.pending_clients.fetch_sub(1, Ordering::Relaxed);
+            inner.listeners.write("connectAbort", SocketEvent::ConnectAbort { code, reason: reason.clone() });
+            self.server.emit(
+                "connectionAbort",
+                ServerEvent::ConnectionAbort { socket: socket.clone(), code, reason: reason.clone() },
+            );
+        }
+        inner.listeners.write("close", SocketEvent::Close { code, reason: reason.clone() });
+        self.server
+            .emit("closure", ServerEvent::Closure { socket: socket.clone(), code, reason: reason.clone() });
+        if !close::is_ignored_status(code) {
+            let e = RemoteError::new("SocketProtocolError", close::protocol_error_message(code, &reason))
+                .with("code", code);
+            self.warn(e);
+        }
+        let channels: alloc::vec::Vec<String> =
+            core::mem::take(&mut *inner.subscriptions.lock()).into_iter().collect();
+        for ch in channels {
+            self.server.broker.unsubscribe(ch.clone(), inner.subscriber_id).await;
+            self.server.unsubscribed(&socket, &ch);
+        }
+        inner.listeners.write("end", SocketEvent::End);
+        inner.receivers.kill_all();
+        inner.procedures.kill_all();
+        inner.listeners.kill_all();
+    }
+}

@@ -1,0 +1,354 @@
+//! The SocketCluster server (`AGServer`): WebSocket connections speaking the SocketCluster
+//! protocol, with receivers, procedures, listeners and channels, on any runtime.
+//!
+//! Start one with the runtime adapters (`socketcluster::smol::listen`,
+//! `socketcluster::tokio::listen`), or hand it WebSocket connections yourself with
+//! [`Server::accept`].
+
+mod broker;
+mod driver;
+mod events;
+mod exchange;
+mod socket;
+
+use alloc::string::String;
+use alloc::sync::Arc;
+use alloc::vec::Vec;
+use core::fmt;
+use core::sync::atomic::{AtomicU64, Ordering};
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use async_tungstenite::tungstenite::handshake::server::{
+    ErrorResponse, Request as HttpRequest, Response as HttpResponse,
+};
+use async_tungstenite::tungstenite::http::StatusCode;
+use async_tungstenite::tungstenite::protocol::WebSocketConfig;
+use futures::io::{AsyncRead, AsyncWrite};
+
+pub use broker::{Broker, MemoryBroker, Publication, Subscriber};
+pub use events::{ServerEvent, SocketEvent};
+pub use exchange::{Exchange, ExchangeChannel};
+pub use socket::{ServerSocket, SocketState};
+
+use crate::protocol::ProtocolVersion;
+use crate::runtime::Runtime;
+use crate::stream::{Consumer, StreamDemux};
+use crate::sync::Mutex;
+
+/// Server options; the defaults are socketcluster-server 20's.
+#[derive(Clone)]
+pub struct ServerOptions {
+    /// The WebSocket path (`/socketcluster/`); upgrades to any other path get HTTP 400.
+    pub path: String,
+    /// Timeout of the server's invokes (10 s).
+    pub ack_timeout: Duration,
+    /// Ping interval (8 s).
+    pub ping_interval: Duration,
+    /// Close 4001 when no pong arrives for this long (30 s).
+    pub ping_timeout: Duration,
+    /// No pings, no pong timeout.
+    pub ping_timeout_disabled: bool,
+    /// Close 4005 when no `#handshake` arrives in this time (10 s).
+    pub handshake_timeout: Duration,
+    /// Heartbeat format (2).
+    pub protocol_version: ProtocolVersion,
+    /// Whether clients may publish (true).
+    pub allow_client_publish: bool,
+    /// Maximum channels per socket (unlimited).
+    pub socket_channel_limit: Option<usize>,
+    /// Larger inbound messages close the socket with 1009 (unlimited; the WebSocket library's
+    /// own cap of 64 MiB still applies).
+    pub max_payload: Option<usize>,
+    /// The broker (a [`MemoryBroker`] when `None`).
+    pub broker: Option<Arc<dyn Broker>>,
+}
+
+impl fmt::Debug for ServerOptions {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ServerOptions")
+            .field("path", &self.path)
+            .field("ack_timeout", &self.ack_timeout)
+            .field("ping_interval", &self.ping_interval)
+            .field("ping_timeout", &self.ping_timeout)
+            .field("ping_timeout_disabled", &self.ping_timeout_disabled)
+            .field("handshake_timeout", &self.handshake_timeout)
+            .field("protocol_version", &self.protocol_version)
+            .field("allow_client_publish", &self.allow_client_publish)
+            .field("socket_channel_limit", &self.socket_channel_limit)
+            .field("max_payload", &self.max_payload)
+            .field("broker", &self.broker)
+            .finish()
+    }
+}
+
+impl Default for ServerOptions {
+    fn default() -> Self {
+        Self {
+            path: String::from("/socketcluster/"),
+            ack_timeout: Duration::from_secs(10),
+            ping_interval: Duration::from_secs(8),
+            ping_timeout: Duration::from_secs(30),
+            ping_timeout_disabled: false,
+            handshake_timeout: Duration::from_secs(10),
+            protocol_version: ProtocolVersion::V2,
+            allow_client_publish: true,
+            socket_channel_limit: None,
+            max_payload: None,
+            broker: None,
+        }
+    }
+}
+
+pub(crate) struct ServerShared {
+    pub(crate) options: ServerOptions,
+    pub(crate) runtime: Arc<dyn Runtime>,
+    pub(crate) broker: Arc<dyn Broker>,
+    pub(crate) listeners: StreamDemux<ServerEvent>,
+    pub(crate) clients: Mutex<HashMap<String, ServerSocket>>,
+    pub(crate) pending_clients: AtomicU64,
+    pub(crate) next_subscriber: AtomicU64,
+    pub(crate) id_seq: AtomicU64,
+    pub(crate) epoch: Instant,
+    pub(crate) exchange: Exchange,
+    /// Sockets whose driver is still running (for `close`).
+    pub(crate) live: AtomicU64,
+    pub(crate) all_done: event_signal::Signal,
+}
+
+impl ServerShared {
+    pub(crate) fn now(&self) -> Duration {
+        self.epoch.elapsed()
+    }
+
+    pub(crate) fn emit(&self, name: &str, event: ServerEvent) {
+        self.listeners.write(name, event);
+    }
+
+    pub(crate) fn unsubscribed(&self, socket: &ServerSocket, channel: &str) {
+        socket
+            .inner
+            .listeners
+            .write("unsubscribe", SocketEvent::Unsubscribe { channel: String::from(channel) });
+        self.emit(
+            "unsubscription",
+            ServerEvent::Unsubscription { socket: socket.clone(), channel: String::from(channel) },
+        );
+    }
+}
+
+mod event_signal {
+    //! A flag tasks can wait on.
+    use alloc::vec::Vec;
+    use core::task::{Poll, Waker};
+
+    use crate::sync::Mutex;
+
+    #[derive(Default)]
+    pub(crate) struct Signal(Mutex<Vec<Waker>>);
+
+    impl Signal {
+        pub(crate) fn notify(&self) {
+            for w in core::mem::take(&mut *self.0.lock()) {
+                w.wake();
+            }
+        }
+
+        /// Waits until `done()` is true, re-checking on every notification.
+        pub(crate) async fn wait(&self, done: impl Fn() -> bool) {
+            core::future::poll_fn(|cx| {
+                if done() {
+                    return Poll::Ready(());
+                }
+                self.0.lock().push(cx.waker().clone());
+                if done() { Poll::Ready(()) } else { Poll::Pending }
+            })
+            .await
+        }
+    }
+}
+
+/// A SocketCluster server. Cheap to clone: clones are handles to the same server.
+///
+/// ```no_run
+/// # #[cfg(feature = "smol")]
+/// smol::block_on(async {
+///     use futures::StreamExt;
+///     use socketcluster::server::{ServerEvent, ServerOptions};
+///
+///     let (server, addr) = socketcluster::smol::listen("127.0.0.1:8000", ServerOptions::default()).await?;
+///     println!("listening on {addr}");
+///     let mut connections = server.listener("connection");
+///     while let Some(ServerEvent::Connection { socket, .. }) = connections.next().await {
+///         // Created before any await: nothing the client sends is lost.
+///         let mut foo = socket.receiver("foo");
+///         smol::spawn(async move {
+///             smol::Timer::after(std::time::Duration::from_secs(1)).await;
+///             while let Some(data) = foo.next().await {
+///                 println!("foo: {data}");
+///             }
+///         })
+///         .detach();
+///     }
+///     # Ok::<(), std::io::Error>(())
+/// });
+/// ```
+#[derive(Clone)]
+pub struct Server {
+    pub(crate) shared: Arc<ServerShared>,
+}
+
+impl fmt::Debug for Server {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Server")
+            .field("options", &self.shared.options)
+            .field("clients", &self.clients_count())
+            .finish()
+    }
+}
+
+impl Server {
+    /// A server on `runtime`. It has no transport yet: feed it connections with
+    /// [`accept`](Self::accept), or use an adapter's `listen`.
+    pub fn new(options: ServerOptions, runtime: Arc<dyn Runtime>) -> Self {
+        let broker: Arc<dyn Broker> = options.broker.clone().unwrap_or_else(|| Arc::new(MemoryBroker::new()));
+        let next_subscriber = AtomicU64::new(1);
+        let exchange = Exchange::new(broker.clone(), next_subscriber.fetch_add(1, Ordering::Relaxed));
+        Self {
+            shared: Arc::new(ServerShared {
+                options,
+                runtime,
+                broker,
+                listeners: StreamDemux::new(),
+                clients: Mutex::new(HashMap::new()),
+                pending_clients: AtomicU64::new(0),
+                next_subscriber,
+                id_seq: AtomicU64::new(fastrand::u64(..)),
+                epoch: Instant::now(),
+                exchange,
+                live: AtomicU64::new(0),
+                all_done: event_signal::Signal::default(),
+            }),
+        }
+    }
+
+    /// The options.
+    pub fn options(&self) -> &ServerOptions {
+        &self.shared.options
+    }
+
+    /// A consumer of the server's events named `event`: `handshake`, `connection`,
+    /// `connectionAbort`, `disconnection`, `closure`, `subscription`, `unsubscription`, `error`,
+    /// `warning`.
+    pub fn listener(&self, event: &str) -> Consumer<ServerEvent> {
+        self.shared.listeners.create_consumer(event)
+    }
+
+    /// The listeners (for close, kill, stats and backpressure of listener streams).
+    pub fn listeners(&self) -> &StreamDemux<ServerEvent> {
+        &self.shared.listeners
+    }
+
+    /// The server-side exchange: publish to channels and subscribe to them from the server.
+    pub fn exchange(&self) -> &Exchange {
+        &self.shared.exchange
+    }
+
+    /// The broker.
+    pub fn broker(&self) -> &Arc<dyn Broker> {
+        &self.shared.broker
+    }
+
+    /// The sockets that completed the handshake.
+    pub fn clients(&self) -> Vec<ServerSocket> {
+        self.shared.clients.lock().values().cloned().collect()
+    }
+
+    /// A handshaken socket by id.
+    pub fn client(&self, id: &str) -> Option<ServerSocket> {
+        self.shared.clients.lock().get(id).cloned()
+    }
+
+    /// The number of sockets that completed the handshake.
+    pub fn clients_count(&self) -> usize {
+        self.shared.clients.lock().len()
+    }
+
+    /// The number of sockets still in the handshake.
+    pub fn pending_clients_count(&self) -> usize {
+        self.shared.pending_clients.load(Ordering::Relaxed) as usize
+    }
+
+    /// The WebSocket settings the server uses: small read buffers (many idle sockets stay cheap)
+    /// and `max_payload` as the message size limit.
+    pub fn websocket_config(&self) -> WebSocketConfig {
+        let max = self.shared.options.max_payload.unwrap_or(64 << 20);
+        WebSocketConfig::default()
+            .read_buffer_size(4096)
+            .write_buffer_size(16 * 1024)
+            .max_message_size(Some(max))
+            .max_frame_size(Some(max))
+    }
+
+    /// Upgrades `stream` (an accepted connection) to a WebSocket — HTTP 400 for another path
+    /// than the server's — and serves it until it closes. Runs until the connection ends; spawn
+    /// it per connection.
+    pub async fn accept<S>(&self, stream: S, remote_address: Option<SocketAddr>)
+    where
+        S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+    {
+        let path = self.shared.options.path.clone();
+        let uri = Arc::new(Mutex::new(String::new()));
+        let seen = uri.clone();
+        let check = move |req: &HttpRequest, resp: HttpResponse| -> Result<HttpResponse, ErrorResponse> {
+            *seen.lock() = String::from(req.uri().path_and_query().map_or("/", |p| p.as_str()));
+            if req.uri().path() == path {
+                Ok(resp)
+            } else {
+                let mut r = ErrorResponse::new(Some(String::from("Bad Request")));
+                *r.status_mut() = StatusCode::BAD_REQUEST;
+                Err(r)
+            }
+        };
+        let ws = match async_tungstenite::accept_hdr_async_with_config(
+            stream,
+            check,
+            Some(self.websocket_config()),
+        )
+        .await
+        {
+            Ok(ws) => ws,
+            Err(_) => return,
+        };
+        let uri = uri.lock().clone();
+        driver::run(self.shared.clone(), ws, remote_address, uri).await;
+    }
+
+    /// Serves a WebSocket whose upgrade was done elsewhere (by your HTTP server). `request_uri` is
+    /// the upgrade request's path and query.
+    pub async fn serve_websocket<S>(
+        &self,
+        ws: async_tungstenite::WebSocketStream<S>,
+        remote_address: Option<SocketAddr>,
+        request_uri: &str,
+    ) where
+        S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+    {
+        driver::run(self.shared.clone(), ws, remote_address, String::from(request_uri)).await;
+    }
+
+    /// Disconnects every socket with `code` (1001, going away, lets JS clients reconnect
+    /// elsewhere) and waits until they are closed, at most `timeout`.
+    pub async fn close(&self, code: u16, reason: &str, timeout: Duration) {
+        let sockets: Vec<ServerSocket> = self.shared.clients.lock().values().cloned().collect();
+        for s in &sockets {
+            s.disconnect(code, reason);
+        }
+        let shared = self.shared.clone();
+        let done = shared.all_done.wait(|| shared.live.load(Ordering::Acquire) == 0);
+        let sleep = self.shared.runtime.sleep_until(Instant::now() + timeout);
+        let done = core::pin::pin!(done);
+        futures::future::select(done, sleep).await;
+    }
+}
