@@ -10,6 +10,13 @@ use std::io;
 use std::net::SocketAddr;
 use std::time::Instant;
 
+use alloc::string::String;
+
+use async_tungstenite::tungstenite::Error as WsError;
+use async_tungstenite::tungstenite::client::IntoClientRequest;
+use async_tungstenite::tungstenite::protocol::WebSocketConfig;
+
+use crate::client::{Client, ClientOptions, Connector, WsSink, WsStream, split_websocket};
 use crate::runtime::{BoxFuture, Runtime};
 use crate::server::{Server, ServerOptions};
 use crate::stream::{Consumer, TimedOut};
@@ -59,6 +66,32 @@ pub async fn listen(addr: &str, options: ServerOptions) -> io::Result<(Server, S
     })
     .detach();
     Ok((server, local))
+}
+
+/// Opens client WebSockets over smol's TCP (plain `ws://` URLs).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct SmolConnector;
+
+impl Connector for SmolConnector {
+    fn connect(&self, url: &str, config: WebSocketConfig) -> BoxFuture<Result<(WsSink, WsStream), WsError>> {
+        let request = url.into_client_request();
+        Box::pin(async move {
+            let request = request?;
+            let uri = request.uri();
+            let host =
+                String::from(uri.host().unwrap_or("localhost").trim_start_matches('[').trim_end_matches(']'));
+            let port = uri.port_u16().unwrap_or(80);
+            let tcp = smol::net::TcpStream::connect((host.as_str(), port)).await.map_err(WsError::Io)?;
+            let _ = tcp.set_nodelay(true);
+            let (ws, _) = async_tungstenite::client_async_with_config(request, tcp, Some(config)).await?;
+            Ok(split_websocket(ws))
+        })
+    }
+}
+
+/// A client for `options.url` on smol; it connects at once unless `auto_connect` is off.
+pub fn connect(options: ClientOptions) -> Client {
+    Client::new(options, runtime(), Arc::new(SmolConnector))
 }
 
 /// The consumer's next item, or [`TimedOut`] when none arrives within `timeout`.

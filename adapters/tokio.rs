@@ -12,6 +12,13 @@ use std::time::Instant;
 
 use async_tungstenite::tokio::TokioAdapter;
 
+use alloc::string::String;
+
+use async_tungstenite::tungstenite::Error as WsError;
+use async_tungstenite::tungstenite::client::IntoClientRequest;
+use async_tungstenite::tungstenite::protocol::WebSocketConfig;
+
+use crate::client::{Client, ClientOptions, Connector, WsSink, WsStream, split_websocket};
 use crate::runtime::{BoxFuture, Runtime};
 use crate::server::{Server, ServerOptions};
 use crate::stream::{Consumer, TimedOut};
@@ -68,6 +75,34 @@ pub async fn listen(addr: &str, options: ServerOptions) -> io::Result<(Server, S
         }
     });
     Ok((server, local))
+}
+
+/// Opens client WebSockets over tokio's TCP (plain `ws://` URLs).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct TokioConnector;
+
+impl Connector for TokioConnector {
+    fn connect(&self, url: &str, config: WebSocketConfig) -> BoxFuture<Result<(WsSink, WsStream), WsError>> {
+        let request = url.into_client_request();
+        Box::pin(async move {
+            let request = request?;
+            let uri = request.uri();
+            let host =
+                String::from(uri.host().unwrap_or("localhost").trim_start_matches('[').trim_end_matches(']'));
+            let port = uri.port_u16().unwrap_or(80);
+            let tcp = tokio::net::TcpStream::connect((host.as_str(), port)).await.map_err(WsError::Io)?;
+            let _ = tcp.set_nodelay(true);
+            let (ws, _) =
+                async_tungstenite::client_async_with_config(request, TokioAdapter::new(tcp), Some(config))
+                    .await?;
+            Ok(split_websocket(ws))
+        })
+    }
+}
+
+/// A client for `options.url` on tokio; it connects at once unless `auto_connect` is off.
+pub fn connect(options: ClientOptions) -> Client {
+    Client::new(options, runtime(), Arc::new(TokioConnector))
 }
 
 /// The consumer's next item, or [`TimedOut`] when none arrives within `timeout`.

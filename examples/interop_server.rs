@@ -163,11 +163,14 @@ fn on_connection(server: &Server, runtime: &Arc<dyn Runtime>, socket: ServerSock
     }));
 
     // `echo` receiver.
-    let mut echo = socket.receiver("echo");
+    let mut echo = socket.receiver("echo").into_raw();
     let s = socket.clone();
     runtime.spawn(Box::pin(async move {
         while let Some(v) = echo.next().await {
-            let _ = s.transmit("echo", v);
+            let _ = match v {
+                Some(v) => s.transmit("echo", v),
+                None => s.transmit_empty("echo"),
+            };
         }
     }));
 
@@ -226,8 +229,8 @@ async fn handle(c: &SocketCtx, req: Request) {
         }
         "call-me-back" => {
             let procedure = data.get("procedure").and_then(Value::as_str).unwrap_or_default().to_string();
-            match c.socket.invoke(&procedure, data.get("data").cloned().unwrap_or(Value::Null)).await {
-                Ok(v) => req.end(v),
+            match c.socket.invoke_raw(&procedure, data.get("data").cloned(), c.socket.ack_timeout()).await {
+                Ok(v) => req.end_value(v),
                 Err(Error::Remote(e)) => req.error(e),
                 Err(e) => req.error(e.to_remote()),
             }

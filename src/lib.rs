@@ -41,7 +41,11 @@ pub mod protocol;
 pub mod stream;
 
 #[cfg(feature = "ws")]
+pub mod client;
+#[cfg(feature = "ws")]
 mod outbox;
+#[cfg(feature = "ws")]
+pub mod receiver;
 #[cfg(feature = "ws")]
 pub mod request;
 #[cfg(feature = "ws")]

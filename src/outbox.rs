@@ -7,13 +7,11 @@
 
 use alloc::string::String;
 
-use async_tungstenite::WebSocketSender;
-use async_tungstenite::tungstenite::Message;
 use async_tungstenite::tungstenite::Utf8Bytes;
 use async_tungstenite::tungstenite::protocol::CloseFrame;
 use async_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
-use futures::SinkExt;
-use futures::io::{AsyncRead, AsyncWrite};
+use async_tungstenite::tungstenite::{Error as WsError, Message};
+use futures::{Sink, SinkExt};
 
 /// One queued frame.
 #[derive(Debug, Clone)]
@@ -21,6 +19,8 @@ pub(crate) enum Outbound {
     Text(Utf8Bytes),
     /// Send a close frame (none for codes that may not appear on the wire), then stop.
     Close(u16, String),
+    /// Flush what is queued before this, then signal.
+    Flush(async_channel::Sender<()>),
 }
 
 /// The sending side of a socket's queue.
@@ -51,6 +51,14 @@ impl Outbox {
         self.tx.close();
     }
 
+    /// Resolves once everything queued so far was written (or the connection is gone).
+    pub(crate) async fn flushed(&self) {
+        let (tx, rx) = async_channel::bounded(1);
+        if self.tx.try_send(Outbound::Flush(tx)).is_ok() {
+            let _ = rx.recv().await;
+        }
+    }
+
     /// Frames queued and not yet handed to the WebSocket.
     pub(crate) fn len(&self) -> usize {
         self.tx.len()
@@ -63,10 +71,11 @@ fn sendable(code: u16) -> bool {
 }
 
 /// Writes queued frames until the queue closes or the connection fails.
-pub(crate) async fn write_loop<S>(mut ws: WebSocketSender<S>, rx: async_channel::Receiver<Outbound>)
+pub(crate) async fn write_loop<W>(mut ws: W, rx: async_channel::Receiver<Outbound>)
 where
-    S: AsyncRead + AsyncWrite + Unpin,
+    W: Sink<Message, Error = WsError> + Unpin,
 {
+    let mut flushed: alloc::vec::Vec<async_channel::Sender<()>> = alloc::vec::Vec::new();
     while let Ok(first) = rx.recv().await {
         let mut next = Some(first);
         while let Some(item) = next.take() {
@@ -77,10 +86,13 @@ where
                         return;
                     }
                 }
+                Outbound::Flush(done) => flushed.push(done),
                 Outbound::Close(code, reason) => {
-                    let frame = sendable(code)
-                        .then(|| CloseFrame { code: CloseCode::from(code), reason: reason.into() });
-                    let _ = ws.close(frame).await;
+                    if sendable(code) {
+                        let frame = CloseFrame { code: CloseCode::from(code), reason: reason.into() };
+                        let _ = ws.feed(Message::Close(Some(frame))).await;
+                    }
+                    let _ = ws.close().await;
                     rx.close();
                     return;
                 }
@@ -91,5 +103,6 @@ where
             rx.close();
             return;
         }
+        flushed.clear(); // dropping the senders signals
     }
 }

@@ -248,7 +248,7 @@ impl Driver {
                 futures::future::select(core::pin::pin!(idle), sleep).await;
             }
             ConnEvent::Transmit { event, data } => {
-                inner.receivers.write(&event, data.unwrap_or(Value::Null));
+                inner.receivers.write(&event, data);
             }
             ConnEvent::Invoke { event, data, cid } => {
                 let req = Request::new(&event, data, cid, inner.clone());

@@ -7,6 +7,7 @@
 
 mod broker;
 mod driver;
+pub(crate) use driver::queue;
 mod events;
 mod exchange;
 mod socket;

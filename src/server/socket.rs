@@ -18,6 +18,7 @@ use super::{ServerShared, SocketEvent};
 use crate::outbox::Outbox;
 use crate::protocol::server::ServerState;
 use crate::protocol::{AbortKind, Error, RemoteError, ServerConnection, close, packet};
+use crate::receiver::Receiver;
 use crate::request::{Request, Respond};
 use crate::stream::{Consumer, StreamDemux};
 use crate::sync::Mutex;
@@ -57,7 +58,7 @@ pub(crate) struct SocketInner {
     pub(crate) wake: async_channel::Sender<()>,
     pub(crate) pending: Mutex<HashMap<u64, async_channel::Sender<Reply>>>,
     pub(crate) subscriptions: Mutex<BTreeSet<String>>,
-    pub(crate) receivers: StreamDemux<Value>,
+    pub(crate) receivers: StreamDemux<Option<Value>>,
     pub(crate) procedures: StreamDemux<Request>,
     pub(crate) listeners: StreamDemux<SocketEvent>,
     pub(crate) subscriber_id: u64,
@@ -118,8 +119,8 @@ impl ServerSocket {
 
     /// A consumer of the client's transmits of `event`. Transmits to an event without consumers
     /// are dropped, as in SocketCluster: create the consumer first.
-    pub fn receiver(&self, event: &str) -> Consumer<Value> {
-        self.inner.receivers.create_consumer(event)
+    pub fn receiver(&self, event: &str) -> Receiver {
+        Receiver::new(self.inner.receivers.create_consumer(event))
     }
 
     /// A consumer of the client's invokes of `procedure`; answer each [`Request`] once.
@@ -134,7 +135,7 @@ impl ServerSocket {
     }
 
     /// The receivers (for close, kill, stats and backpressure of receiver streams).
-    pub fn receivers(&self) -> &StreamDemux<Value> {
+    pub fn receivers(&self) -> &StreamDemux<Option<Value>> {
         &self.inner.receivers
     }
 
@@ -200,9 +201,56 @@ impl ServerSocket {
     }
 
     /// Invokes procedure `event` on the client and waits for its answer, at most the server's
-    /// ack timeout.
+    /// ack timeout. An answer without data is `Null`.
     pub async fn invoke<D: Serialize>(&self, event: &str, data: D) -> Result<Value, Error> {
         self.invoke_with_timeout(event, data, self.inner.server.options.ack_timeout).await
+    }
+
+    /// [`invoke`](Self::invoke) with "no data" (`None`) kept apart from `null`, both ways.
+    pub async fn invoke_raw(
+        &self,
+        event: &str,
+        data: Option<Value>,
+        timeout: Duration,
+    ) -> Result<Option<Value>, Error> {
+        let (tx, rx) = async_channel::bounded(1);
+        let cid = {
+            let mut conn = self.inner.conn.lock();
+            let (cid, frame) = conn.invoke(event, data.as_ref(), None)?;
+            self.inner.pending.lock().insert(cid, tx);
+            if !self.inner.out.text(frame) {
+                conn.calls().cancel(cid);
+                self.inner.pending.lock().remove(&cid);
+                return Err(self.bad_connection(event));
+            }
+            cid
+        };
+        let sleep = self.inner.server.runtime.sleep_until(Instant::now() + timeout);
+        let recv = rx.recv();
+        let recv = core::pin::pin!(recv);
+        match futures::future::select(recv, sleep).await {
+            futures::future::Either::Left((Ok(Ok(data)), _)) => Ok(data),
+            futures::future::Either::Left((Ok(Err(e)), _)) => Err(Error::Remote(e)),
+            futures::future::Either::Left((Err(_), _)) => {
+                let (code, reason) = self.close_info();
+                Err(Error::BadConnection {
+                    event: String::from(event),
+                    kind: AbortKind::Disconnect,
+                    code,
+                    reason,
+                })
+            }
+            futures::future::Either::Right(_) => {
+                self.inner.conn.lock().calls().cancel(cid);
+                self.inner.pending.lock().remove(&cid);
+                Err(Error::Timeout { event: String::from(event) })
+            }
+        }
+    }
+
+    /// The server's ack timeout.
+    pub fn ack_timeout(&self) -> Duration {
+        self.inner.server.options.ack_timeout
     }
 
     /// [`invoke`](Self::invoke), with the answer deserialized.
@@ -224,41 +272,7 @@ impl ServerSocket {
     ) -> Result<Value, Error> {
         let value =
             serde_json::to_value(&data).map_err(|e| Error::InvalidArguments(alloc::format!("{e}")))?;
-        let (tx, rx) = async_channel::bounded(1);
-        let cid = {
-            let mut conn = self.inner.conn.lock();
-            let (cid, frame) = conn.invoke(event, Some(&value), None)?;
-            self.inner.pending.lock().insert(cid, tx);
-            if !self.inner.out.text(frame) {
-                conn.calls().cancel(cid);
-                self.inner.pending.lock().remove(&cid);
-                return Err(self.bad_connection(event));
-            }
-            cid
-        };
-        let deadline = Instant::now() + timeout;
-        let sleep = self.inner.server.runtime.sleep_until(deadline);
-        let recv = rx.recv();
-        let recv = core::pin::pin!(recv);
-        let reply = futures::future::select(recv, sleep).await;
-        match reply {
-            futures::future::Either::Left((Ok(Ok(data)), _)) => Ok(data.unwrap_or(Value::Null)),
-            futures::future::Either::Left((Ok(Err(e)), _)) => Err(Error::Remote(e)),
-            futures::future::Either::Left((Err(_), _)) => {
-                let (code, reason) = self.close_info();
-                Err(Error::BadConnection {
-                    event: String::from(event),
-                    kind: AbortKind::Disconnect,
-                    code,
-                    reason,
-                })
-            }
-            futures::future::Either::Right(_) => {
-                self.inner.conn.lock().calls().cancel(cid);
-                self.inner.pending.lock().remove(&cid);
-                Err(Error::Timeout { event: String::from(event) })
-            }
-        }
+        Ok(self.invoke_raw(event, Some(value), timeout).await?.unwrap_or(Value::Null))
     }
 
     fn close_info(&self) -> (u16, String) {
