@@ -919,7 +919,7 @@ fn while_loop_receives_until_close() {
         while let Some(v) = bounded("next", c.next()).await {
             sum += v;
         }
-        assert_eq!(sum, (0..20).sum());
+        assert_eq!(sum, (0..20).sum::<u32>());
         task.await;
     });
 }

@@ -1,0 +1,43 @@
+//! The official socketcluster-client 20.0.2 against our server: the conformance suite in
+//! `tests/interop/client-suite.mjs` drives `examples/interop_server`, on smol and on tokio.
+
+#[path = "support/peers.rs"]
+mod peers;
+
+use std::process::Command;
+
+fn suite(runtime: &str) {
+    peers::ensure_npm();
+    let server = format!("{} --runtime {runtime}", peers::example_bin("interop_server").display());
+    let script = peers::interop_dir().join("client-suite.mjs");
+    let out = Command::new("timeout")
+        .args(["300", "node"])
+        .arg(&script)
+        .args(["--server", &server])
+        .output()
+        .expect("node runs");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    println!("{stdout}\n{stderr}");
+    let failed: Vec<&str> = stdout.lines().filter(|l| l.starts_with("FAIL")).collect();
+    assert!(
+        out.status.success() && failed.is_empty(),
+        "JS client suite against our {runtime} server failed:\n{}",
+        failed.join("\n")
+    );
+    assert!(
+        stdout.lines().filter(|l| l.starts_with("ok ")).count() >= 20,
+        "too few scenarios ran:\n{stdout}"
+    );
+}
+
+#[test]
+fn official_js_client_against_our_server_on_smol() {
+    suite("smol");
+}
+
+#[cfg(feature = "tokio")]
+#[test]
+fn official_js_client_against_our_server_on_tokio() {
+    suite("tokio");
+}
