@@ -153,11 +153,11 @@ fn on_connection(server: &Server, runtime: &Arc<dyn Runtime>, socket: ServerSock
     });
 
     // `foo`: the consumer exists from now on; it is read only after the delay.
-    let mut foo = socket.receiver("foo");
+    let mut foo_messages = socket.receiver("foo");
     let c = ctx.clone();
     runtime.spawn(Box::pin(async move {
         c.runtime.sleep_until(Instant::now() + foo_delay).await;
-        while let Some(v) = foo.next().await {
+        while let Some(v) = foo_messages.next().await {
             c.foo_log.lock().unwrap_or_else(|e| e.into_inner()).push(v);
         }
     }));

@@ -3,10 +3,14 @@
 use core::pin::Pin;
 use core::task::{Context, Poll};
 
+use core::marker::PhantomData;
+
 use futures_core::Stream;
 use futures_core::stream::FusedStream;
+use serde::de::DeserializeOwned;
 use serde_json::Value;
 
+use crate::protocol::Error;
 use crate::stream::Consumer;
 
 /// A consumer of the transmits of one event. It yields each transmit's data, `Null` when the
@@ -30,6 +34,44 @@ impl Receiver {
     /// The underlying consumer, which yields `None` for a transmit without data.
     pub fn into_raw(self) -> Consumer<Option<Value>> {
         self.consumer
+    }
+
+    /// A stream of the transmits' data as `T`; data that does not fit `T` is yielded as
+    /// `Err(InvalidArguments)` (the stream goes on).
+    ///
+    /// ```no_run
+    /// # async fn f(socket: socketcluster::server::ServerSocket) {
+    /// use futures::StreamExt;
+    /// #[derive(serde::Deserialize)]
+    /// struct Chat { text: String }
+    /// let mut chats = socket.receiver("chat").typed::<Chat>();
+    /// while let Some(Ok(chat)) = chats.next().await {
+    ///     println!("{}", chat.text);
+    /// }
+    /// # }
+    /// ```
+    pub fn typed<T: DeserializeOwned>(self) -> Typed<T> {
+        Typed { consumer: self.consumer, _type: PhantomData }
+    }
+}
+
+/// A [`Receiver`] whose data is deserialized into `T` ([`Receiver::typed`]).
+#[derive(Debug)]
+pub struct Typed<T> {
+    consumer: Consumer<Option<Value>>,
+    _type: PhantomData<fn() -> T>,
+}
+
+impl<T: DeserializeOwned> Stream for Typed<T> {
+    type Item = Result<T, Error>;
+
+    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        Pin::new(&mut self.consumer).poll_next(cx).map(|o| {
+            o.map(|v| {
+                serde_json::from_value(v.unwrap_or_default())
+                    .map_err(|e| Error::InvalidArguments(alloc::format!("{e}")))
+            })
+        })
     }
 }
 

@@ -328,10 +328,10 @@ impl ClientConnection {
                 }
             },
             "#removeAuthToken" => {
-                if let Some(cid) = cid {
-                    if let Ok(f) = packet::encode_response::<Value>(cid, None) {
-                        self.transmits.push_back(Transmit::Text(f));
-                    }
+                if let Some(cid) = cid
+                    && let Ok(f) = packet::encode_response::<Value>(cid, None)
+                {
+                    self.transmits.push_back(Transmit::Text(f));
                 }
                 ClientEvent::RemoveAuthToken
             }

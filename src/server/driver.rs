@@ -66,7 +66,13 @@ pub(crate) async fn run<S>(
 {
     let (sink, mut frames) = ws.split();
     let (out, out_rx) = Outbox::new();
-    server.runtime.spawn(Box::pin(write_loop(sink, out_rx)));
+    // The writer's end is signalled by dropping `written`, so the driver can wait for the close
+    // frame to be on the wire before it reports the socket gone (and `Server::close` returns).
+    let (written, writer_done) = async_channel::bounded::<()>(1);
+    server.runtime.spawn(Box::pin(async move {
+        write_loop(sink, out_rx).await;
+        drop(written);
+    }));
     let (wake, woken) = async_channel::bounded(1);
     let mut woken = core::pin::pin!(woken);
     let o = &server.options;
@@ -114,7 +120,7 @@ pub(crate) async fn run<S>(
             if let Poll::Ready(f) = frames.poll_next_unpin(cx) {
                 return Poll::Ready(Step::Frame(f));
             }
-            if let Poll::Ready(_) = woken.as_mut().poll_next(cx) {
+            if woken.as_mut().poll_next(cx).is_ready() {
                 return Poll::Ready(Step::Wake);
             }
             if let Some((_, t)) = timer.as_mut()
@@ -164,6 +170,9 @@ pub(crate) async fn run<S>(
             Step::Wake => {}
         }
     }
+    let done = writer_done.recv();
+    let done = core::pin::pin!(done);
+    futures::future::select(done, server.runtime.sleep_until(Instant::now() + Duration::from_secs(2))).await;
     if server.live.fetch_sub(1, Ordering::AcqRel) == 1 {
         server.all_done.notify();
     }

@@ -302,6 +302,8 @@ impl Server {
         let path = self.shared.options.path.clone();
         let uri = Arc::new(Mutex::new(String::new()));
         let seen = uri.clone();
+        // The callback type is async-tungstenite's; its error is an HTTP response by design.
+        #[allow(clippy::result_large_err)]
         let check = move |req: &HttpRequest, resp: HttpResponse| -> Result<HttpResponse, ErrorResponse> {
             *seen.lock() = String::from(req.uri().path_and_query().map_or("/", |p| p.as_str()));
             if req.uri().path() == path {
