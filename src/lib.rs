@@ -41,6 +41,8 @@ pub mod protocol;
 pub mod stream;
 
 #[cfg(feature = "ws")]
+pub mod auth;
+#[cfg(feature = "ws")]
 pub mod client;
 #[cfg(feature = "ws")]
 mod outbox;
