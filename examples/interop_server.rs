@@ -255,8 +255,12 @@ async fn handle(c: &SocketCtx, req: Request) {
     };
 }
 
-async fn serve(server: Server, runtime: Arc<dyn Runtime>, foo_delay: Duration) {
-    let mut connections = server.listener("connection");
+async fn serve(
+    server: Server,
+    mut connections: socketcluster::stream::Consumer<ServerEvent>,
+    runtime: Arc<dyn Runtime>,
+    foo_delay: Duration,
+) {
     while let Some(ev) = connections.next().await {
         if let ServerEvent::Connection { socket, .. } = ev {
             on_connection(&server, &runtime, socket, foo_delay);
@@ -265,6 +269,8 @@ async fn serve(server: Server, runtime: Arc<dyn Runtime>, foo_delay: Duration) {
 }
 
 async fn run(server: Server, addr: std::net::SocketAddr, runtime: Arc<dyn Runtime>, foo_delay: Duration) {
+    // Listen for connections before saying we are ready, so the first client gets its handlers.
+    let connections = server.listener("connection");
     print_line(&json!({ "listening": addr.to_string() }));
     let (stop_tx, stop_rx) = async_channel::bounded::<()>(1);
     if let Err(e) = ctrlc::set_handler(move || {
@@ -273,7 +279,7 @@ async fn run(server: Server, addr: std::net::SocketAddr, runtime: Arc<dyn Runtim
         eprintln!("interop_server: cannot install the signal handler: {e}");
         std::process::exit(1);
     }
-    runtime.spawn(Box::pin(serve(server.clone(), runtime.clone(), foo_delay)));
+    runtime.spawn(Box::pin(serve(server.clone(), connections, runtime.clone(), foo_delay)));
     let _ = stop_rx.recv().await;
     server.close(1001, "", Duration::from_secs(2)).await;
 }

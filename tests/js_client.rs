@@ -13,7 +13,7 @@ fn suite(runtime: &str) {
     let out = Command::new("timeout")
         .args(["300", "node"])
         .arg(&script)
-        .args(["--server", &server])
+        .args(["--server", &server, "--group", "core"])
         .output()
         .expect("node runs");
     let stdout = String::from_utf8_lossy(&out.stdout);
