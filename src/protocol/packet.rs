@@ -47,7 +47,7 @@ impl Packet {
         let Value::Object(mut map) = value else { return Self::Raw(value) };
         match map.remove("event") {
             Some(Value::String(event)) => {
-                let cid = map.get("cid").and_then(Value::as_u64);
+                let cid = map.get("cid").and_then(as_id);
                 return Self::Event { event, data: map.remove("data"), cid };
             }
             Some(other) => {
@@ -55,7 +55,7 @@ impl Packet {
             }
             None => {}
         }
-        if let Some(rid) = map.get("rid").and_then(Value::as_u64) {
+        if let Some(rid) = map.get("rid").and_then(as_id) {
             let result = match map.remove("error") {
                 Some(Value::Null) | None => Ok(map.remove("data")),
                 Some(e) => Err(RemoteError::from_value(e)),
@@ -64,6 +64,11 @@ impl Packet {
         }
         Self::Raw(Value::Object(map))
     }
+}
+
+/// A call id: a non-negative integer, also when written as a float (`1.0`, as a JS peer may).
+fn as_id(v: &Value) -> Option<u64> {
+    v.as_u64().or_else(|| v.as_f64().filter(|f| *f >= 0.0 && f.fract() == 0.0 && *f < 9_007_199_254_740_992.0).map(|f| f as u64))
 }
 
 #[derive(Serialize)]
