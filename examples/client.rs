@@ -174,7 +174,9 @@ async fn subscribe_command(client: &Client, args: &[String]) -> i32 {
         let name = c.clone();
         client.subscribe(c, SubscribeOptions::default()).map(move |d| (name.clone(), d))
     }));
-    let mut stdin = std::pin::pin!(stdin_lines());
+    let stdin = stdin_lines();
+    let stdin_closed = async move { while stdin.recv().await.is_ok() {} };
+    let mut stdin_closed = std::pin::pin!(futures::FutureExt::fuse(stdin_closed));
     let mut seen = 0u64;
     if count == Some(0) {
         return 0;
@@ -192,7 +194,7 @@ async fn subscribe_command(client: &Client, args: &[String]) -> i32 {
                 }
                 None
             }
-            l = stdin.next() => if l.is_none() { return 0 } else { None },
+            () = stdin_closed => return 0,
         };
         match ev {
             Some(Some(ClientEvent::Subscribe { channel })) => {

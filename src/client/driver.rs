@@ -376,7 +376,7 @@ fn handle(
                         }
                     }
                 }
-            } else if let Some(tx) = st.pending.remove(&rid) {
+            } else if let Some((_, tx)) = st.pending.remove(&rid) {
                 let _ = tx.try_send(result.map_err(Error::Remote));
             }
         }
@@ -410,7 +410,7 @@ fn flush_buffer(inner: &ClientInner, out: &Outbox) {
                 match packet::encode_client_invoke(&event, data.as_ref(), cid) {
                     Ok(frame) => {
                         if out.text(frame) {
-                            st.pending.insert(cid, reply);
+                            st.pending.insert(cid, (event, reply));
                         } else {
                             let _ =
                                 reply.try_send(Err(bad(&event, AbortKind::Disconnect, close::ABNORMAL, "")));
@@ -446,8 +446,8 @@ async fn closed(inner: &Arc<ClientInner>, ev: ConnEvent, out: &Outbox) -> (u16, 
         let buffered: Vec<_> = st.buffer.drain(..).collect();
         (pending, lost, buffered)
     };
-    for (cid, tx) in pending {
-        let _ = tx.try_send(Err(bad(&alloc::format!("call {cid}"), kind, code, &reason)));
+    for (_, (event, tx)) in pending {
+        let _ = tx.try_send(Err(bad(&event, kind, code, &reason)));
     }
     for c in lost {
         state_changed(inner, &c.channel, c.old, c.new);

@@ -147,7 +147,9 @@ pub(crate) struct State {
     signed_token: Option<String>,
     auth_state: AuthState,
     calls: Calls,
-    pending: HashMap<u64, async_channel::Sender<Reply>>,
+    /// Calls written to the connection, by call id: the event name (for `BadConnectionError`)
+    /// and where the answer goes.
+    pending: HashMap<u64, (String, async_channel::Sender<Reply>)>,
     channels: Channels,
     buffer: VecDeque<Buffered>,
     out: Option<Outbox>,
@@ -177,6 +179,18 @@ pub(crate) struct ClientInner {
 #[derive(Clone)]
 pub struct Client {
     inner: Arc<ClientInner>,
+    /// Shared by the handles only (the connection task holds `inner` while connected): the
+    /// last handle's drop closes the command channel, which ends the connection and the task.
+    _handles: Arc<HandleGuard>,
+}
+
+/// Closes the command channel when the last [`Client`] handle is dropped.
+struct HandleGuard(async_channel::Sender<Command>);
+
+impl Drop for HandleGuard {
+    fn drop(&mut self) {
+        self.0.close();
+    }
 }
 
 impl fmt::Debug for Client {
@@ -198,6 +212,7 @@ impl Client {
     /// `auto_connect` is off.
     pub fn new(options: ClientOptions, runtime: Arc<dyn Runtime>, connector: Arc<dyn Connector>) -> Self {
         let (commands, rx) = async_channel::unbounded();
+        let guard = Arc::new(HandleGuard(commands.clone()));
         let auto = options.auto_connect;
         let signed_token = options.auth_token.clone();
         let inner = Arc::new(ClientInner {
@@ -224,7 +239,7 @@ impl Client {
             channel_events: StreamDemux::new(),
         });
         runtime.spawn(Box::pin(driver::run(Arc::downgrade(&inner), rx)));
-        let client = Self { inner };
+        let client = Self { inner, _handles: guard };
         if auto {
             client.connect();
         }
@@ -358,7 +373,7 @@ impl Client {
                     let cid = st.calls.next_cid();
                     let frame =
                         packet::encode_client_invoke(procedure, data.as_ref(), cid).map_err(encode_err)?;
-                    st.pending.insert(cid, reply);
+                    st.pending.insert(cid, (String::from(procedure), reply));
                     if !out.text(frame) {
                         st.pending.remove(&cid);
                         return Err(Error::BadConnection {

@@ -1,0 +1,969 @@
+//! Our client library against the official socketcluster-server 20.0.1 (`tests/interop/server.mjs`,
+//! the handlers of the interop contract §1), every scenario on smol and on tokio.
+//!
+//! Each scenario is written once as an `async fn(Rt)`; [`scenarios!`] makes one `#[test]` per
+//! runtime of it (`smol_rt::NAME`, `tokio_rt::NAME`). Every wait is bounded: a bug fails the test
+//! instead of hanging it. Sleeps appear only where a test shows that something does *not* happen.
+
+#[path = "support/peers.rs"]
+mod peers;
+
+use std::future::Future;
+use std::pin::pin;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use futures::future::Either;
+use futures::{FutureExt, Stream, StreamExt};
+use serde_json::{Value, json};
+use socketcluster::client::{ChannelEvent, Client, ClientEvent, ClientOptions, ClientState};
+use socketcluster::protocol::backoff::Backoff;
+use socketcluster::protocol::channels::{ChannelState, SubscribeOptions};
+use socketcluster::protocol::codec::{binary, binary_bytes};
+use socketcluster::protocol::{AbortKind, Error, ProtocolVersion, RemoteError};
+use socketcluster::runtime::Runtime;
+
+use peers::Peer;
+
+/// How long something that takes milliseconds may take (the test machine is shared and slow).
+const LIMIT: Duration = Duration::from_secs(10);
+/// The bound of a whole scenario.
+const SCENARIO_LIMIT: Duration = Duration::from_secs(90);
+
+/// The runtime a scenario runs on: how to make a client, and timers.
+#[derive(Clone)]
+struct Rt {
+    name: &'static str,
+    connect: fn(ClientOptions) -> Client,
+    runtime: Arc<dyn Runtime>,
+}
+
+impl Rt {
+    fn smol() -> Rt {
+        Rt { name: "smol", connect: socketcluster::smol::connect, runtime: socketcluster::smol::runtime() }
+    }
+
+    /// Must be called inside the tokio runtime.
+    #[cfg(feature = "tokio")]
+    fn tokio() -> Rt {
+        Rt { name: "tokio", connect: socketcluster::tokio::connect, runtime: socketcluster::tokio::runtime() }
+    }
+
+    fn connect(&self, options: ClientOptions) -> Client {
+        (self.connect)(options)
+    }
+
+    async fn sleep(&self, d: Duration) {
+        self.runtime.sleep_until(Instant::now() + d).await;
+    }
+
+    /// Awaits `fut`, or panics naming `what` after `limit`.
+    async fn within<F: Future>(&self, limit: Duration, what: &str, fut: F) -> F::Output {
+        let sleep = self.runtime.sleep_until(Instant::now() + limit);
+        match futures::future::select(pin!(fut), sleep).await {
+            Either::Left((v, _)) => v,
+            Either::Right(_) => panic!("[{}] timed out after {limit:?}: {what}", self.name),
+        }
+    }
+
+    /// [`within`](Self::within) with [`LIMIT`].
+    async fn bounded<F: Future>(&self, what: &str, fut: F) -> F::Output {
+        self.within(LIMIT, what, fut).await
+    }
+
+    /// The next item of `s` (bounded; the stream must not end).
+    async fn next<S: Stream + Unpin>(&self, s: &mut S, what: &str) -> S::Item {
+        match self.bounded(what, s.next()).await {
+            Some(v) => v,
+            None => panic!("[{}] {what}: the stream ended", self.name),
+        }
+    }
+
+    /// Whatever `s` yields within `d` (to show that nothing arrives).
+    async fn quiet<S: Stream + Unpin>(&self, s: &mut S, d: Duration) -> Option<S::Item> {
+        let sleep = self.runtime.sleep_until(Instant::now() + d);
+        match futures::future::select(s.next(), sleep).await {
+            Either::Left((v, _)) => v,
+            Either::Right(_) => None,
+        }
+    }
+
+    /// A client that is not connected yet.
+    fn client(&self, url: &str) -> Client {
+        self.connect(ClientOptions { auto_connect: false, ..ClientOptions::new(url) })
+    }
+
+    /// Connects `client` and waits for its `connect` event; returns the socket id.
+    async fn open(&self, client: &Client) -> String {
+        let mut connect = client.listener("connect");
+        client.connect();
+        match self.next(&mut connect, "the connect event").await {
+            ClientEvent::Connect { id, .. } => id,
+            other => panic!("not a connect event: {other:?}"),
+        }
+    }
+
+    /// A connected client with default options.
+    async fn connected(&self, url: &str) -> Client {
+        let client = self.client(url);
+        self.open(&client).await;
+        client
+    }
+
+    /// Subscribes to `channel` and waits for the acknowledgement.
+    async fn subscribed(&self, client: &Client, channel: &str) -> socketcluster::client::Channel {
+        let ch = client.channel(channel);
+        let mut ack = ch.listener("subscribe");
+        let ch = client.subscribe(channel, SubscribeOptions::default());
+        assert_eq!(self.next(&mut ack, "the subscribe ack").await, ChannelEvent::Subscribe);
+        assert_eq!(ch.state(), ChannelState::Subscribed);
+        ch
+    }
+}
+
+fn run_smol<F, Fut>(scenario: F)
+where
+    F: FnOnce(Rt) -> Fut,
+    Fut: Future<Output = ()>,
+{
+    smol::block_on(async {
+        let rt = Rt::smol();
+        rt.within(SCENARIO_LIMIT, "the whole scenario", scenario(rt.clone())).await;
+    });
+}
+
+#[cfg(feature = "tokio")]
+fn run_tokio<F, Fut>(scenario: F)
+where
+    F: FnOnce(Rt) -> Fut,
+    Fut: Future<Output = ()>,
+{
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("a tokio runtime");
+    runtime.block_on(async {
+        let rt = Rt::tokio();
+        rt.within(SCENARIO_LIMIT, "the whole scenario", scenario(rt.clone())).await;
+    });
+    runtime.shutdown_timeout(Duration::from_secs(1));
+}
+
+/// One `#[test]` per runtime for each scenario.
+macro_rules! scenarios {
+    ($($name:ident),* $(,)?) => {
+        mod smol_rt {
+            $(
+                #[test]
+                fn $name() {
+                    super::run_smol(super::$name);
+                }
+            )*
+        }
+
+        #[cfg(feature = "tokio")]
+        mod tokio_rt {
+            $(
+                #[test]
+                fn $name() {
+                    super::run_tokio(super::$name);
+                }
+            )*
+        }
+    };
+}
+
+scenarios!(
+    handshake,
+    transmit_echo,
+    invoke_echo,
+    invoke_errors,
+    invoke_timeout_keeps_connection,
+    subscribe_publish_unsubscribe,
+    kick_out,
+    server_publish,
+    server_invokes_client,
+    disconnect_with_code_and_reason_reconnects,
+    disconnect_1000_does_not_reconnect,
+    reconnect_and_resubscribe_after_server_restart,
+    buffered_while_connecting,
+    call_while_server_down_fails_fast,
+    protocol_v1,
+    ping_timeout_closes_4000,
+    binary_echo,
+    foo_delayed_consumer,
+    dropping_the_client_closes_the_connection,
+    in_flight_call_aborted_by_disconnect,
+    client_disconnect,
+    subscribe_fail_and_wait_for_auth,
+    auth_token_in_handshake,
+    banned_token_handshake_is_final,
+);
+
+fn fast_backoff() -> Backoff {
+    Backoff {
+        initial_delay: Duration::from_millis(100),
+        randomness: Duration::ZERO,
+        multiplier: 1.5,
+        max_delay: Duration::from_millis(500),
+    }
+}
+
+fn remote(r: Result<impl std::fmt::Debug, Error>) -> RemoteError {
+    match r {
+        Err(Error::Remote(e)) => e,
+        other => panic!("expected a remote error, got {other:?}"),
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Scenarios
+
+async fn handshake(rt: Rt) {
+    let server = Peer::js_server(&[]);
+    let client = rt.client(&server.url());
+    assert_eq!(client.state(), ClientState::Closed);
+    assert_eq!(client.id(), None);
+    let mut connecting = client.listener("connecting");
+    let mut connect = client.listener("connect");
+    client.connect();
+    assert_eq!(rt.next(&mut connecting, "connecting").await, ClientEvent::Connecting);
+    let ClientEvent::Connect { id, ping_timeout, is_authenticated, auth_error } =
+        rt.next(&mut connect, "connect").await
+    else {
+        panic!("not a connect event")
+    };
+    // socketcluster-server ids: base64 of 15 bytes.
+    assert_eq!(id.len(), 20, "{id}");
+    assert_eq!(ping_timeout, 30_000, "server.mjs's default --ping-timeout");
+    assert!(!is_authenticated);
+    assert_eq!(auth_error, None);
+    assert_eq!(client.state(), ClientState::Open);
+    assert_eq!(client.id(), Some(id));
+    let stats = rt.bounded("stats", client.invoke("stats", Value::Null)).await.expect("stats");
+    assert_eq!(stats["clients"], 1, "{stats}");
+}
+
+async fn transmit_echo(rt: Rt) {
+    let server = Peer::js_server(&[]);
+    let client = rt.connected(&server.url()).await;
+    let mut echo = client.receiver("echo");
+    rt.bounded("transmit", client.transmit("echo", json!({"a": [1, "two"]}))).await.expect("transmit");
+    assert_eq!(rt.next(&mut echo, "echo back").await, json!({"a": [1, "two"]}));
+    rt.bounded("transmit null", client.transmit("echo", Value::Null)).await.expect("transmit");
+    assert_eq!(rt.next(&mut echo, "echo null").await, Value::Null);
+    // No data: the server transmits back without data, which the raw consumer keeps apart.
+    let mut raw = client.receiver("echo").into_raw();
+    rt.bounded("transmit no data", client.transmit_raw("echo", None)).await.expect("transmit");
+    assert_eq!(rt.next(&mut raw, "echo without data").await, None);
+    assert_eq!(rt.next(&mut echo, "echo without data (Value view)").await, Value::Null);
+}
+
+async fn invoke_echo(rt: Rt) {
+    let server = Peer::js_server(&[]);
+    let client = rt.connected(&server.url()).await;
+    let data = json!({"x": [1, 2, {"y": "z"}], "s": "ü\u{1F600}"});
+    assert_eq!(rt.bounded("echo", client.invoke("echo", &data)).await, Ok(data));
+    let t = Duration::from_secs(10);
+    assert_eq!(
+        rt.bounded("echo null", client.invoke_raw("echo", Some(Value::Null), t)).await,
+        Ok(Some(Value::Null))
+    );
+    assert_eq!(rt.bounded("echo no data", client.invoke_raw("echo", None, t)).await, Ok(None));
+    // `invoke` shows "no data" as null.
+    assert_eq!(rt.bounded("echo ()", client.invoke("echo", ())).await, Ok(Value::Null));
+    let n: u32 = rt.bounded("typed", client.invoke_as("echo", 7)).await.expect("typed echo");
+    assert_eq!(n, 7);
+}
+
+async fn invoke_errors(rt: Rt) {
+    let server = Peer::js_server(&[]);
+    let client = rt.connected(&server.url()).await;
+    let e = remote(rt.bounded("fail", client.invoke("fail", 1)).await);
+    assert_eq!(e.name(), "CustomError");
+    assert_eq!(e.message(), "boom");
+    assert_eq!(e.get("extra"), Some(&json!(42)));
+    assert_eq!(e.as_value(), &json!({"message": "boom", "name": "CustomError", "extra": 42}));
+    let e = remote(rt.bounded("fail-plain", client.invoke("fail-plain", 1)).await);
+    assert_eq!(e.name(), "Error");
+    assert_eq!(e.message(), "plain");
+    assert_eq!(e.as_value(), &json!({"message": "plain"}));
+    // Errors do not hurt the connection.
+    assert_eq!(rt.bounded("echo", client.invoke("echo", 1)).await, Ok(json!(1)));
+    assert_eq!(client.state(), ClientState::Open);
+}
+
+async fn invoke_timeout_keeps_connection(rt: Rt) {
+    let server = Peer::js_server(&[]);
+    let client = rt.connected(&server.url()).await;
+    let id = client.id();
+    let mut disconnect = client.listener("disconnect");
+    let start = Instant::now();
+    let r = rt
+        .bounded("unhandled", client.invoke_raw("nobody-home", Some(json!(1)), Duration::from_millis(300)))
+        .await;
+    assert_eq!(r, Err(Error::Timeout { event: "nobody-home".into() }));
+    assert!(start.elapsed() >= Duration::from_millis(290), "{:?}", start.elapsed());
+    assert_eq!(
+        r.expect_err("timeout").to_remote().message(),
+        "Event response for nobody-home event timed out"
+    );
+    // Still the same, usable connection.
+    assert_eq!(rt.bounded("echo", client.invoke("echo", "still")).await, Ok(json!("still")));
+    assert_eq!(client.state(), ClientState::Open);
+    assert_eq!(client.id(), id);
+    assert_eq!(disconnect.next().now_or_never(), None, "no disconnect");
+}
+
+async fn subscribe_publish_unsubscribe(rt: Rt) {
+    let server = Peer::js_server(&[]);
+    let client = rt.connected(&server.url()).await;
+    let mut subscribe_events = client.listener("subscribe");
+    let mut unsubscribe_events = client.listener("unsubscribe");
+    let mut frames = client.listener("message");
+    let probe = client.channel("news");
+    let mut changes = probe.listener("subscribeStateChange");
+    let mut ch = client.subscribe("news", SubscribeOptions::default());
+    assert!(ch.is_subscribed(true));
+    assert_eq!(
+        rt.next(&mut changes, "pending -> subscribed").await,
+        ChannelEvent::SubscribeStateChange { old: ChannelState::Pending, new: ChannelState::Subscribed }
+    );
+    assert_eq!(
+        rt.next(&mut subscribe_events, "subscribe event").await,
+        ClientEvent::Subscribe { channel: "news".into() }
+    );
+    assert_eq!(ch.state(), ChannelState::Subscribed);
+    assert_eq!(client.subscriptions(false), vec!["news".to_string()]);
+
+    rt.bounded("invokePublish 1", client.invoke_publish("news", 1)).await.expect("publish 1");
+    rt.bounded("transmitPublish 2", client.transmit_publish("news", 2)).await.expect("publish 2");
+    rt.bounded("invokePublish 3", ch.invoke_publish(json!({"three": 3}))).await.expect("publish 3");
+    assert_eq!(rt.next(&mut ch, "message 1").await, json!(1));
+    assert_eq!(rt.next(&mut ch, "message 2").await, json!(2));
+    assert_eq!(rt.next(&mut ch, "message 3").await, json!({"three": 3}));
+    let stats = rt.bounded("stats", client.invoke("stats", ())).await.expect("stats");
+    assert_eq!(stats["channels"]["news"], 1, "{stats}");
+
+    ch.unsubscribe();
+    // Local at once.
+    assert_eq!(ch.state(), ChannelState::Unsubscribed);
+    assert_eq!(
+        rt.next(&mut changes, "subscribed -> unsubscribed").await,
+        ChannelEvent::SubscribeStateChange { old: ChannelState::Subscribed, new: ChannelState::Unsubscribed }
+    );
+    assert_eq!(
+        rt.next(&mut unsubscribe_events, "unsubscribe event").await,
+        ClientEvent::Unsubscribe { channel: "news".into() }
+    );
+    // A later message on a control channel shows that nothing more came for `news`: the server
+    // handles one socket's packets in order, so #unsubscribe was done before this publish.
+    let mut control = rt.subscribed(&client, "control").await;
+    rt.bounded("publish after unsubscribe", client.invoke_publish("news", "late")).await.expect("publish");
+    rt.bounded("publish control", client.invoke_publish("control", "mark")).await.expect("publish");
+    assert_eq!(rt.next(&mut control, "control message").await, json!("mark"));
+    assert_eq!(ch.next().now_or_never(), None, "a message after unsubscribe");
+    while let Some(Some(ClientEvent::Message(text))) = frames.next().now_or_never() {
+        assert!(!text.contains("\"late\""), "the server sent a publish after #unsubscribe: {text}");
+    }
+    let stats = rt.bounded("stats", client.invoke("stats", ())).await.expect("stats");
+    assert_eq!(stats["channels"], json!({"control": 1}), "{stats}");
+}
+
+async fn kick_out(rt: Rt) {
+    let server = Peer::js_server(&[]);
+    let client = rt.connected(&server.url()).await;
+    let mut kicks = client.listener("kickOut");
+    let ch = rt.subscribed(&client, "k").await;
+    let mut ch_kicks = ch.listener("kickOut");
+    let mut ch_unsub = ch.listener("unsubscribe");
+    let r = rt.bounded("kick", client.invoke("kick", json!({"channel": "k", "message": "out!"}))).await;
+    assert_eq!(r, Ok(Value::Null));
+    // The response may overtake #kickOut (responses bypass the server's outbound queue): wait
+    // on the events.
+    assert_eq!(
+        rt.next(&mut kicks, "kickOut").await,
+        ClientEvent::KickOut { channel: "k".into(), message: json!("out!") }
+    );
+    assert_eq!(rt.next(&mut ch_kicks, "channel kickOut").await, ChannelEvent::KickOut(json!("out!")));
+    assert_eq!(rt.next(&mut ch_unsub, "channel unsubscribe").await, ChannelEvent::Unsubscribe);
+    assert_eq!(ch.state(), ChannelState::Unsubscribed);
+    assert!(client.subscriptions(true).is_empty());
+    // Kicking out of a channel the socket is not in: nothing happens.
+    let r = rt.bounded("kick again", client.invoke("kick", json!({"channel": "k", "message": "x"}))).await;
+    assert_eq!(r, Ok(Value::Null));
+    assert_eq!(rt.quiet(&mut kicks, Duration::from_millis(200)).await, None);
+}
+
+async fn server_publish(rt: Rt) {
+    let server = Peer::js_server(&[]);
+    let client = rt.connected(&server.url()).await;
+    let mut ch = rt.subscribed(&client, "sp").await;
+    let r = rt.bounded(
+        "server-publish",
+        client.invoke("server-publish", json!({"channel": "sp", "data": {"n": 1}})),
+    );
+    assert_eq!(r.await, Ok(Value::Null));
+    assert_eq!(rt.next(&mut ch, "server's publish").await, json!({"n": 1}));
+    // A publish without data arrives as "no data".
+    let mut raw = ch.create_consumer();
+    let r = rt.bounded("server-publish", client.invoke("server-publish", json!({"channel": "sp"}))).await;
+    assert_eq!(r, Ok(Value::Null));
+    assert_eq!(rt.next(&mut raw, "publish without data").await, None);
+}
+
+async fn server_invokes_client(rt: Rt) {
+    let server = Peer::js_server(&[]);
+    let client = rt.connected(&server.url()).await;
+    let mut requests = client.procedure("cb");
+    // Success: the server answers with our response data.
+    let call = client.invoke("call-me-back", json!({"procedure": "cb", "data": {"q": 1}}));
+    let answer = async {
+        let req = rt.next(&mut requests, "the server's invoke").await;
+        assert_eq!(req.procedure(), "cb");
+        assert_eq!(req.data(), &json!({"q": 1}));
+        req.end(json!({"got": req.data().clone()})).expect("respond");
+    };
+    let (r, ()) = rt.bounded("call-me-back", futures::future::join(call, answer)).await;
+    assert_eq!(r, Ok(json!({"got": {"q": 1}})));
+    // Error: the server passes our error on.
+    let call = client.invoke("call-me-back", json!({"procedure": "cb", "data": "err"}));
+    let answer = async {
+        let req = rt.next(&mut requests, "the server's invoke").await;
+        req.error(RemoteError::new("CbError", "nope").with("extra", 7)).expect("respond");
+        assert!(req.end(1).is_err(), "a second answer is refused");
+    };
+    let (r, ()) = rt.bounded("call-me-back error", futures::future::join(call, answer)).await;
+    let e = remote(r);
+    assert_eq!(e.name(), "CbError");
+    assert_eq!(e.message(), "nope");
+    assert_eq!(e.get("extra"), Some(&json!(7)));
+    // Without data.
+    let call = client.invoke("call-me-back", json!({"procedure": "cb"}));
+    let answer = async {
+        let req = rt.next(&mut requests, "the server's invoke").await;
+        assert_eq!(req.raw_data(), None);
+        req.end_empty().expect("respond");
+    };
+    let (r, ()) = rt.bounded("call-me-back no data", futures::future::join(call, answer)).await;
+    assert_eq!(r, Ok(Value::Null));
+}
+
+async fn disconnect_with_code_and_reason_reconnects(rt: Rt) {
+    let server = Peer::js_server(&[]);
+    let client = rt.connect(ClientOptions {
+        auto_connect: false,
+        backoff: fast_backoff(),
+        ..ClientOptions::new(server.url())
+    });
+    let first = rt.open(&client).await;
+    let mut disconnect = client.listener("disconnect");
+    let mut close = client.listener("close");
+    let mut errors = client.listener("error");
+    let mut connect = client.listener("connect");
+    let r = rt
+        .bounded("disconnect-me", client.invoke("disconnect-me", json!({"code": 4321, "reason": "bye"})))
+        .await;
+    assert_eq!(r, Ok(Value::Null));
+    assert_eq!(
+        rt.next(&mut disconnect, "disconnect").await,
+        ClientEvent::Disconnect { code: 4321, reason: "bye".into() }
+    );
+    assert_eq!(rt.next(&mut close, "close").await, ClientEvent::Close { code: 4321, reason: "bye".into() });
+    let ClientEvent::Error(e) = rt.next(&mut errors, "error event").await else {
+        panic!("not an error event")
+    };
+    assert_eq!(e.name(), "SocketProtocolError");
+    assert_eq!(e.message(), "Socket connection closed with status code 4321 and reason: bye");
+    assert_eq!(e.get("code"), Some(&json!(4321)));
+    // 4321 < 4500: reconnects after the (fast) backoff.
+    let ClientEvent::Connect { id, .. } = rt.next(&mut connect, "reconnect").await else { panic!() };
+    assert_ne!(id, first);
+    assert_eq!(client.state(), ClientState::Open);
+    assert_eq!(rt.bounded("echo", client.invoke("echo", 1)).await, Ok(json!(1)));
+}
+
+async fn disconnect_1000_does_not_reconnect(rt: Rt) {
+    let server = Peer::js_server(&[]);
+    let client = rt.connect(ClientOptions {
+        auto_connect: false,
+        backoff: fast_backoff(),
+        ..ClientOptions::new(server.url())
+    });
+    rt.open(&client).await;
+    let mut disconnect = client.listener("disconnect");
+    let mut connecting = client.listener("connecting");
+    let mut errors = client.listener("error");
+    let r = rt.bounded("disconnect-me", client.invoke("disconnect-me", json!({}))).await;
+    assert_eq!(r, Ok(Value::Null));
+    assert_eq!(
+        rt.next(&mut disconnect, "disconnect").await,
+        ClientEvent::Disconnect { code: 1000, reason: "Socket closed normally".into() }
+    );
+    assert_eq!(client.state(), ClientState::Closed);
+    // The fast backoff would reconnect after 100 ms.
+    assert_eq!(rt.quiet(&mut connecting, Duration::from_millis(1000)).await, None, "reconnected after 1000");
+    assert_eq!(client.state(), ClientState::Closed);
+    assert_eq!(errors.next().now_or_never(), None, "no error event for 1000");
+    // A call connects again.
+    assert_eq!(rt.bounded("echo", client.invoke("echo", 2)).await, Ok(json!(2)));
+}
+
+async fn reconnect_and_resubscribe_after_server_restart(rt: Rt) {
+    let mut server = Peer::js_server(&[]);
+    let port = server.port().to_string();
+    let url = server.url();
+    let client = rt.connect(ClientOptions {
+        auto_connect: false,
+        backoff: fast_backoff(),
+        ..ClientOptions::new(&url)
+    });
+    rt.open(&client).await;
+    let mut disconnect = client.listener("disconnect");
+    let mut connect = client.listener("connect");
+    let mut subscribe = client.listener("subscribe");
+    let mut aborts = client.listener("connectAbort");
+    let mut ch = rt.subscribed(&client, "r").await;
+    assert_eq!(
+        rt.next(&mut subscribe, "first subscribe").await,
+        ClientEvent::Subscribe { channel: "r".into() }
+    );
+
+    assert!(server.stop(), "the JS server exits 0 on SIGTERM");
+    // server.mjs disconnects its sockets with 1001 when it stops.
+    assert_eq!(
+        rt.next(&mut disconnect, "disconnect").await,
+        ClientEvent::Disconnect { code: 1001, reason: "Socket was disconnected".into() }
+    );
+    // Subscribed channels went back to pending before the disconnect event.
+    assert_eq!(ch.state(), ChannelState::Pending);
+    // The client keeps trying; each attempt fails while the server is down.
+    let ClientEvent::ConnectAbort { code, .. } = rt.next(&mut aborts, "a failed attempt").await else {
+        panic!()
+    };
+    assert_eq!(code, 1006);
+    // A call while the server is down fails with BadConnectionError, not at the ack timeout.
+    let start = Instant::now();
+    match rt.bounded("invoke while down", client.invoke("echo", 1)).await {
+        Err(Error::BadConnection { kind: AbortKind::ConnectAbort, code: 1006, .. }) => {}
+        other => panic!("expected BadConnectionError (connectAbort), got {other:?}"),
+    }
+    assert!(start.elapsed() < Duration::from_secs(5), "{:?}", start.elapsed());
+
+    let server2 = Peer::js_server(&["--port", &port]);
+    assert_eq!(server2.port().to_string(), port, "the last --port wins in server.mjs");
+    rt.next(&mut connect, "reconnect to the new server").await;
+    assert_eq!(rt.next(&mut subscribe, "re-subscribe").await, ClientEvent::Subscribe { channel: "r".into() });
+    assert_eq!(ch.state(), ChannelState::Subscribed);
+    let other = rt.connected(&url).await;
+    rt.bounded("publish from another client", other.invoke_publish("r", "after restart"))
+        .await
+        .expect("publish");
+    assert_eq!(rt.next(&mut ch, "publish after restart").await, json!("after restart"));
+    let stats = rt.bounded("stats", other.invoke("stats", ())).await.expect("stats");
+    assert_eq!(stats["channels"], json!({"r": 1}), "{stats}");
+    assert_eq!(stats["clients"], 2, "{stats}");
+}
+
+async fn buffered_while_connecting(rt: Rt) {
+    let server = Peer::js_server(&[]);
+    let client = rt.client(&server.url());
+    let mut subscribe_events = client.listener("subscribe");
+    let mut echo = client.receiver("echo");
+    // While closed nothing is sent: both channels wait, the higher priority first.
+    let mut low = client.subscribe("low", SubscribeOptions::default());
+    let mut high = client.subscribe("high", SubscribeOptions { priority: Some(10), ..Default::default() });
+    assert_eq!(low.state(), ChannelState::Pending);
+    assert_eq!(client.state(), ClientState::Closed);
+    client.connect();
+    assert_eq!(client.state(), ClientState::Connecting);
+    // All of these are made while connecting: buffered in this order, sent after the handshake
+    // and after the #subscribe frames. The server handles them in order, so `stats` sees both
+    // channels subscribed and the publishes reach us.
+    let calls = futures::future::join4(
+        client.transmit_publish("low", "t1"),
+        client.invoke_publish("high", "i1"),
+        client.transmit("echo", "e1"),
+        client.invoke("stats", ()),
+    );
+    let (t1, i1, e1, stats) = rt.bounded("the buffered calls", calls).await;
+    assert_eq!((t1, i1, e1), (Ok(()), Ok(()), Ok(())));
+    let stats = stats.expect("stats");
+    assert_eq!(stats["channels"], json!({"high": 1, "low": 1}), "{stats}");
+    // The #subscribe acks come back in the order they were sent: priority order.
+    assert_eq!(
+        rt.next(&mut subscribe_events, "first ack").await,
+        ClientEvent::Subscribe { channel: "high".into() }
+    );
+    assert_eq!(
+        rt.next(&mut subscribe_events, "second ack").await,
+        ClientEvent::Subscribe { channel: "low".into() }
+    );
+    assert_eq!(rt.next(&mut low, "low's message").await, json!("t1"));
+    assert_eq!(rt.next(&mut high, "high's message").await, json!("i1"));
+    assert_eq!(rt.next(&mut echo, "echo").await, json!("e1"));
+}
+
+async fn call_while_server_down_fails_fast(rt: Rt) {
+    // A port nothing listens on.
+    let port = std::net::TcpListener::bind("127.0.0.1:0").expect("bind").local_addr().expect("addr").port();
+    let url = format!("ws://127.0.0.1:{port}/socketcluster/");
+    let client = rt.connect(ClientOptions {
+        auto_connect: false,
+        ack_timeout: Duration::from_secs(30),
+        ..ClientOptions::new(&url)
+    });
+    let mut aborts = client.listener("connectAbort");
+    let start = Instant::now();
+    match rt.bounded("invoke", client.invoke("echo", 1)).await {
+        Err(e @ Error::BadConnection { kind: AbortKind::ConnectAbort, code: 1006, .. }) => {
+            let w = e.to_remote();
+            assert_eq!(w.name(), "BadConnectionError");
+            assert_eq!(w.get("type"), Some(&json!("connectAbort")));
+        }
+        other => panic!("expected BadConnectionError (connectAbort), got {other:?}"),
+    }
+    assert!(start.elapsed() < Duration::from_secs(5), "took {:?} (ack timeout 30 s)", start.elapsed());
+    let ClientEvent::ConnectAbort { code, reason } = rt.next(&mut aborts, "connectAbort").await else {
+        panic!()
+    };
+    assert_eq!((code, reason.as_str()), (1006, "Socket hung up"));
+    assert_eq!(client.state(), ClientState::Closed);
+    // A transmit fails the same way (SocketCluster drops it silently; we report it).
+    let start = Instant::now();
+    let r = rt.bounded("transmit", client.transmit("echo", 1)).await;
+    assert!(matches!(r, Err(Error::BadConnection { kind: AbortKind::ConnectAbort, .. })), "{r:?}");
+    assert!(start.elapsed() < Duration::from_secs(5));
+}
+
+async fn protocol_v1(rt: Rt) {
+    let server =
+        Peer::js_server(&["--protocol-version", "1", "--ping-interval", "100", "--ping-timeout", "1000"]);
+    let client = rt.connect(ClientOptions {
+        auto_connect: false,
+        protocol_version: ProtocolVersion::V1,
+        ..ClientOptions::new(server.url())
+    });
+    let mut frames = client.listener("message");
+    let mut disconnect = client.listener("disconnect");
+    let mut raw = client.listener("raw");
+    let id = rt.open(&client).await;
+    // 15 pings: 1.5 s, more than the server's 1 s pong timeout; each was answered with #2.
+    let mut pings = 0;
+    while pings < 15 {
+        if let ClientEvent::Message(text) = rt.next(&mut frames, "a ping").await
+            && text == "#1"
+        {
+            pings += 1;
+        }
+    }
+    assert_eq!(disconnect.next().now_or_never(), None, "disconnected");
+    assert_eq!(raw.next().now_or_never(), None, "a v1 ping was taken for a raw message");
+    assert_eq!(client.state(), ClientState::Open);
+    assert_eq!(client.id(), Some(id));
+    assert_eq!(rt.bounded("echo", client.invoke("echo", "v1")).await, Ok(json!("v1")));
+    let e = remote(rt.bounded("fail", client.invoke("fail", ())).await);
+    assert_eq!(e.name(), "CustomError");
+}
+
+async fn ping_timeout_closes_4000(rt: Rt) {
+    // The server never pings; its pingTimeout (1.5 s) is the client's too.
+    let server = Peer::js_server(&["--ping-interval", "2147483647", "--ping-timeout", "1500"]);
+    let client = rt.client(&server.url());
+    let mut disconnect = client.listener("disconnect");
+    let mut connect = client.listener("connect");
+    client.connect();
+    let ClientEvent::Connect { ping_timeout, .. } = rt.next(&mut connect, "connect").await else { panic!() };
+    assert_eq!(ping_timeout, 1500);
+    let connected = Instant::now();
+    // The server would close with 4001 after 1.5 s without a pong, but socketcluster-server 20
+    // also counts any message as a sign of life when more than pingTimeout/4 has passed: keep
+    // sending, so that it is the client's ping timeout that fires.
+    let keep_alive = async {
+        loop {
+            let _ = client.invoke_raw("echo", None, Duration::from_secs(1)).await;
+            rt.sleep(Duration::from_millis(450)).await;
+        }
+    };
+    let ev =
+        match futures::future::select(pin!(rt.next(&mut disconnect, "disconnect")), pin!(keep_alive)).await {
+            Either::Left((ev, _)) => ev,
+            Either::Right(_) => unreachable!(),
+        };
+    assert_eq!(ev, ClientEvent::Disconnect { code: 4000, reason: "Server ping timed out".into() });
+    let after = connected.elapsed();
+    assert!(after >= Duration::from_millis(1400), "closed after {after:?}, before the ping timeout");
+    // 4000: SocketCluster reconnects at once (first attempt), whatever the backoff.
+    rt.next(&mut connect, "immediate reconnect").await;
+}
+
+async fn binary_echo(rt: Rt) {
+    let server = Peer::js_server(&[]);
+    let client = rt.connected(&server.url()).await;
+    let hello = binary(b"hello");
+    assert_eq!(hello, json!({"base64": true, "data": "aGVsbG8="}));
+    let mut echo = client.receiver("echo");
+    rt.bounded("transmit binary", client.transmit("echo", &hello)).await.expect("transmit");
+    let back = rt.next(&mut echo, "binary echo").await;
+    assert_eq!(back, hello);
+    assert_eq!(binary_bytes(&back).as_deref(), Some(&b"hello"[..]));
+    let back =
+        rt.bounded("invoke binary", client.invoke("echo", json!({"bin": &hello}))).await.expect("echo");
+    assert_eq!(back, json!({"bin": hello}));
+}
+
+async fn foo_delayed_consumer(rt: Rt) {
+    let server = Peer::js_server(&["--foo-delay", "1000"]);
+    let client = rt.client(&server.url());
+    let mut connect = client.listener("connect");
+    client.connect();
+    // 1..=10 made while connecting (buffered), 11..=20 right after the handshake.
+    let buffered = futures::future::join_all((1..=10).map(|i| client.transmit("foo", i)));
+    for r in rt.bounded("buffered foo transmits", buffered).await {
+        r.expect("transmit foo");
+    }
+    rt.next(&mut connect, "connect").await;
+    let connected = Instant::now();
+    for i in 11..=20 {
+        rt.bounded("foo transmit", client.transmit("foo", i)).await.expect("transmit foo");
+    }
+    let log = rt.bounded("foo-log", client.invoke("foo-log", ())).await.expect("foo-log");
+    if connected.elapsed() < Duration::from_millis(800) {
+        assert_eq!(log, json!([]), "the consumer is still waiting");
+    }
+    let want: Vec<i32> = (1..=20).collect();
+    let got = rt
+        .bounded("all 20 in foo-log", async {
+            loop {
+                let log = client.invoke("foo-log", ()).await.expect("foo-log");
+                if log.as_array().is_some_and(|a| a.len() >= 20) {
+                    return log;
+                }
+                rt.sleep(Duration::from_millis(100)).await;
+            }
+        })
+        .await;
+    assert_eq!(got, json!(want));
+}
+
+async fn dropping_the_client_closes_the_connection(rt: Rt) {
+    let server = Peer::js_server(&[]);
+    let observer = rt.connected(&server.url()).await;
+    let client = rt.connected(&server.url()).await;
+    let ch = rt.subscribed(&client, "d").await;
+    let stats = rt.bounded("stats", observer.invoke("stats", ())).await.expect("stats");
+    assert_eq!(stats["clients"], 2, "{stats}");
+    drop(ch);
+    drop(client);
+    let stats = rt
+        .bounded("the server sees the dropped client go", async {
+            loop {
+                let stats = observer.invoke("stats", ()).await.expect("stats");
+                if stats["clients"] == 1 {
+                    return stats;
+                }
+                rt.sleep(Duration::from_millis(50)).await;
+            }
+        })
+        .await;
+    assert_eq!(stats["channels"], json!({}), "{stats}");
+}
+
+async fn in_flight_call_aborted_by_disconnect(rt: Rt) {
+    let server = Peer::js_server(&[]);
+    let client = rt.connect(ClientOptions {
+        auto_connect: false,
+        backoff: fast_backoff(),
+        ..ClientOptions::new(server.url())
+    });
+    rt.open(&client).await;
+    let start = Instant::now();
+    // `nobody-home` is written first and never answered; the server then disconnects us.
+    let calls = futures::future::join(
+        client.invoke_raw("nobody-home", Some(json!(1)), Duration::from_secs(30)),
+        client.invoke("disconnect-me", json!({"code": 4321, "reason": "bye"})),
+    );
+    let (lost, done) = rt.bounded("the calls", calls).await;
+    assert_eq!(done, Ok(Value::Null));
+    let e = lost.expect_err("aborted");
+    assert_eq!(
+        e,
+        Error::BadConnection {
+            event: "nobody-home".into(),
+            kind: AbortKind::Disconnect,
+            code: 4321,
+            reason: "bye".into()
+        }
+    );
+    assert_eq!(e.to_remote().message(), "Event nobody-home was aborted due to a bad connection");
+    assert!(start.elapsed() < Duration::from_secs(10), "{:?}", start.elapsed());
+}
+
+async fn client_disconnect(rt: Rt) {
+    let server = Peer::js_server(&[]);
+    let observer = rt.connected(&server.url()).await;
+    let client = rt.connect(ClientOptions {
+        auto_connect: false,
+        backoff: fast_backoff(),
+        ..ClientOptions::new(server.url())
+    });
+    let first = rt.open(&client).await;
+    let mut disconnect = client.listener("disconnect");
+    let mut connect = client.listener("connect");
+    // A code below 4500 other than 1000: SocketCluster's client reconnects after its own
+    // disconnect too.
+    client.disconnect(4100, "later");
+    assert_eq!(
+        rt.next(&mut disconnect, "disconnect").await,
+        ClientEvent::Disconnect { code: 4100, reason: "later".into() }
+    );
+    let ClientEvent::Connect { id, .. } = rt.next(&mut connect, "reconnect").await else { panic!() };
+    assert_ne!(id, first);
+    // 1000: closed for good.
+    client.disconnect(1000, "");
+    assert_eq!(
+        rt.next(&mut disconnect, "disconnect").await,
+        ClientEvent::Disconnect { code: 1000, reason: "Socket closed normally".into() }
+    );
+    assert_eq!(client.state(), ClientState::Closed);
+    let stats = rt
+        .bounded("the server sees the client go", async {
+            loop {
+                let stats = observer.invoke("stats", ()).await.expect("stats");
+                if stats["clients"] == 1 {
+                    return stats;
+                }
+                rt.sleep(Duration::from_millis(50)).await;
+            }
+        })
+        .await;
+    assert_eq!(stats["clients"], 1);
+    assert_eq!(rt.quiet(&mut connect, Duration::from_millis(500)).await, None, "reconnected after 1000");
+}
+
+async fn subscribe_fail_and_wait_for_auth(rt: Rt) {
+    let server = Peer::js_server(&[]);
+    let client = rt.connected(&server.url()).await;
+    let mut fails = client.listener("subscribeFail");
+    let mut subscribes = client.listener("subscribe");
+    let mut authenticate = client.listener("authenticate");
+    // Refused: private/ needs authentication (server.mjs's middleware).
+    let ch = client.subscribe("private/a", SubscribeOptions::default());
+    let ClientEvent::SubscribeFail { channel, error } = rt.next(&mut fails, "subscribeFail").await else {
+        panic!()
+    };
+    assert_eq!(channel, "private/a");
+    assert_eq!(error.name(), "AuthRequiredError");
+    assert_eq!(ch.state(), ChannelState::Unsubscribed);
+    // waitForAuth: not sent until the socket is authenticated.
+    let mut waiting =
+        client.subscribe("private/b", SubscribeOptions { wait_for_auth: true, ..Default::default() });
+    let mut probe = client.channel("private/b").listener("subscribe");
+    assert_eq!(rt.quiet(&mut probe, Duration::from_millis(300)).await, None, "subscribed before auth");
+    assert_eq!(waiting.state(), ChannelState::Pending);
+    let r = rt.bounded("login", client.invoke("login", json!({"user": "bob"}))).await;
+    assert_eq!(r, Ok(json!("ok")));
+    let ClientEvent::Authenticate { signed_auth_token } = rt.next(&mut authenticate, "authenticate").await
+    else {
+        panic!()
+    };
+    assert_eq!(client.signed_auth_token(), Some(signed_auth_token));
+    assert_eq!(client.auth_token().map(|t| t["user"].clone()), Some(json!("bob")));
+    assert_eq!(
+        rt.next(&mut subscribes, "subscribe after auth").await,
+        ClientEvent::Subscribe { channel: "private/b".into() }
+    );
+    assert_eq!(waiting.state(), ChannelState::Subscribed);
+    let whoami = rt.bounded("whoami", client.invoke("whoami", ())).await.expect("whoami");
+    assert_eq!(whoami["user"], "bob");
+    rt.bounded("publish", client.invoke_publish("private/b", 1)).await.expect("publish");
+    assert_eq!(rt.next(&mut waiting, "private message").await, json!(1));
+}
+
+/// Logs in on a fresh connection and returns the signed token the server set.
+async fn login(rt: &Rt, url: &str, payload: Value) -> String {
+    let client = rt.connected(url).await;
+    let mut authenticate = client.listener("authenticate");
+    assert_eq!(rt.bounded("login", client.invoke("login", payload)).await, Ok(json!("ok")));
+    let ClientEvent::Authenticate { signed_auth_token } = rt.next(&mut authenticate, "authenticate").await
+    else {
+        panic!()
+    };
+    client.disconnect(1000, "");
+    signed_auth_token
+}
+
+async fn auth_token_in_handshake(rt: Rt) {
+    let server = Peer::js_server(&[]);
+    let token = login(&rt, &server.url(), json!({"user": "ann"})).await;
+    // A valid token: authenticated by the handshake.
+    let client = rt.connect(ClientOptions {
+        auto_connect: false,
+        auth_token: Some(token.clone()),
+        ..ClientOptions::new(server.url())
+    });
+    let mut connect = client.listener("connect");
+    let mut authenticate = client.listener("authenticate");
+    client.connect();
+    let ClientEvent::Connect { is_authenticated, auth_error, .. } = rt.next(&mut connect, "connect").await
+    else {
+        panic!()
+    };
+    assert!(is_authenticated);
+    assert_eq!(auth_error, None);
+    assert_eq!(
+        rt.next(&mut authenticate, "authenticate").await,
+        ClientEvent::Authenticate { signed_auth_token: token.clone() }
+    );
+    assert_eq!(client.auth_state(), socketcluster::client::AuthState::Authenticated);
+    let whoami = rt.bounded("whoami", client.invoke("whoami", ())).await.expect("whoami");
+    assert_eq!(whoami["user"], "ann", "{whoami}");
+    // A bad token: connected, not authenticated, the token is dropped.
+    let client = rt.connect(ClientOptions {
+        auto_connect: false,
+        auth_token: Some("garbage.token.value".into()),
+        ..ClientOptions::new(server.url())
+    });
+    let mut connect = client.listener("connect");
+    client.connect();
+    let ClientEvent::Connect { is_authenticated, auth_error, .. } = rt.next(&mut connect, "connect").await
+    else {
+        panic!()
+    };
+    assert!(!is_authenticated);
+    assert_eq!(auth_error.as_ref().map(RemoteError::name), Some("AuthTokenInvalidError"), "{auth_error:?}");
+    assert_eq!(client.signed_auth_token(), None);
+    assert_eq!(client.auth_state(), socketcluster::client::AuthState::Unauthenticated);
+    let whoami = rt.bounded("whoami", client.invoke("whoami", ())).await.expect("whoami");
+    assert_eq!(whoami, Value::Null);
+}
+
+async fn banned_token_handshake_is_final(rt: Rt) {
+    let server = Peer::js_server(&[]);
+    let token = login(&rt, &server.url(), json!({"user": "eve", "banned": true})).await;
+    let client = rt.connect(ClientOptions {
+        auto_connect: false,
+        auth_token: Some(token),
+        backoff: fast_backoff(),
+        ..ClientOptions::new(server.url())
+    });
+    let mut aborts = client.listener("connectAbort");
+    let mut connecting = client.listener("connecting");
+    let mut connect = client.listener("connect");
+    // A call made while connecting fails with the handshake.
+    let r = rt.bounded("invoke", client.invoke("echo", 1)).await;
+    match r {
+        Err(Error::BadConnection { kind: AbortKind::ConnectAbort, code: 4501, .. }) => {}
+        other => panic!("expected BadConnectionError 4501, got {other:?}"),
+    }
+    assert_eq!(
+        rt.next(&mut aborts, "connectAbort").await,
+        ClientEvent::ConnectAbort { code: 4501, reason: "BannedError: This auth token is banned".into() }
+    );
+    assert_eq!(rt.next(&mut connecting, "the attempt").await, ClientEvent::Connecting);
+    // 4501 >= 4500: no reconnect, although the backoff is 100 ms.
+    assert_eq!(rt.quiet(&mut connecting, Duration::from_millis(1000)).await, None, "reconnected after 4501");
+    assert_eq!(connect.next().now_or_never(), None);
+    assert_eq!(client.state(), ClientState::Closed);
+}
