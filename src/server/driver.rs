@@ -31,6 +31,24 @@ use crate::sync::Mutex;
 /// How long a new socket's packets wait for the `connection` consumers (see `ServerEvent::Connection`).
 const CONNECTION_HOLD: Duration = Duration::from_secs(2);
 
+/// Frames and events a driver handles in a row before it lets other tasks run: a client that
+/// keeps its socket full must not monopolize an executor thread (smol has no cooperative budget).
+const BURST: u32 = 64;
+
+/// Returns `Pending` once, after waking itself: other tasks get a turn.
+async fn yield_now() {
+    let mut yielded = false;
+    core::future::poll_fn(|cx| {
+        if yielded {
+            return Poll::Ready(());
+        }
+        yielded = true;
+        cx.waker().wake_by_ref();
+        Poll::Pending
+    })
+    .await
+}
+
 pub(crate) fn queue(out: &Outbox, t: Transmit) {
     match t {
         Transmit::Text(s) => {
@@ -106,7 +124,7 @@ pub(crate) async fn run<S>(
     server.live.fetch_add(1, Ordering::AcqRel);
     server.pending_clients.fetch_add(1, Ordering::Relaxed);
     server.emit("handshake", ServerEvent::Handshake { socket: socket.clone() });
-    let mut driver = Driver { server: server.clone(), socket, open: false };
+    let mut driver = Driver { server: server.clone(), socket, open: false, burst: 0 };
     // Not in `Driver`: the driver is borrowed across awaits, so it must be `Sync`; timers are not.
     let mut timer: Option<(Duration, BoxFuture<()>)> = None;
     loop {
@@ -116,7 +134,9 @@ pub(crate) async fn run<S>(
         }
         let deadline = driver.socket.inner.conn.lock().poll_timeout();
         arm(&server, &mut timer, deadline);
+        let mut polls = 0u32;
         let step = core::future::poll_fn(|cx| {
+            polls += 1;
             if let Poll::Ready(f) = frames.poll_next_unpin(cx) {
                 return Poll::Ready(Step::Frame(f));
             }
@@ -131,6 +151,8 @@ pub(crate) async fn run<S>(
             Poll::Pending
         })
         .await;
+        // The burst ends when the driver had to wait; otherwise this frame continues it.
+        driver.burst = if polls > 1 { 0 } else { driver.burst + 1 };
         let now = server.now();
         let inner = &driver.socket.inner;
         match step {
@@ -191,6 +213,8 @@ struct Driver {
     server: Arc<ServerShared>,
     socket: ServerSocket,
     open: bool,
+    /// Frames and events handled since the driver last waited or yielded (see [`BURST`]).
+    burst: u32,
 }
 
 impl Driver {
@@ -219,8 +243,13 @@ impl Driver {
     /// Handles the connection's events in order; true once the socket is closed and cleaned up.
     async fn process_events(&mut self) -> bool {
         loop {
+            if self.burst >= BURST {
+                self.burst = 0;
+                yield_now().await;
+            }
             let ev = self.socket.inner.conn.lock().poll_event();
             let Some(ev) = ev else { return false };
+            self.burst += 1;
             if self.handle(ev).await {
                 return true;
             }
@@ -369,7 +398,8 @@ impl Driver {
     }
 
     /// SocketCluster's close sequence: abort pending calls, disconnect/abort events, close
-    /// events, error unless 1000/1001, unsubscribe from everything, end, kill the streams.
+    /// events, error unless 1000/1001, unsubscribe from everything, end, kill the receivers and
+    /// procedures, close the listeners.
     async fn closed(&mut self, code: u16, reason: String) {
         let inner = self.socket.inner.clone();
         self.flush();
@@ -410,6 +440,9 @@ impl Driver {
         inner.listeners.write("end", SocketEvent::End);
         inner.receivers.kill_all();
         inner.procedures.kill_all();
-        inner.listeners.kill_all();
+        // Closed, not killed: a kill drops what a consumer has not yet taken, and the events just
+        // written (`disconnect`, `close`, `unsubscribe`, `end`) are still unread at this point even
+        // by a consumer that was waiting for them. Consumers end after reading them.
+        inner.listeners.close_all();
     }
 }

@@ -136,6 +136,7 @@ pub enum SocketEvent {
         /// The channel.
         channel: String,
     },
-    /// `end`: the socket is done; its streams are killed next.
+    /// `end`: the socket is done; its receivers and procedures are killed next, its listeners
+    /// closed (their consumers end after this event).
     End,
 }
