@@ -42,8 +42,8 @@ pub fn runtime() -> Arc<dyn Runtime> {
     Arc::new(SmolRuntime)
 }
 
-/// Binds `addr` and serves SocketCluster connections on it; returns the server and the bound
-/// address (useful with port 0).
+/// Binds `addr` and serves SocketCluster connections on it until [`Server::close`]; returns the
+/// server and the bound address (useful with port 0).
 pub async fn listen(addr: &str, options: ServerOptions) -> io::Result<(Server, SocketAddr)> {
     let listener = smol::net::TcpListener::bind(addr).await?;
     let local = listener.local_addr()?;
@@ -51,7 +51,13 @@ pub async fn listen(addr: &str, options: ServerOptions) -> io::Result<(Server, S
     let s = server.clone();
     smol::spawn(async move {
         loop {
-            match listener.accept().await {
+            let accepted = smol::future::or(async { Some(listener.accept().await) }, async {
+                s.closed().await;
+                None
+            })
+            .await;
+            let Some(accepted) = accepted else { return }; // `Server::close` was called
+            match accepted {
                 Ok((tcp, peer)) => {
                     let _ = tcp.set_nodelay(true);
                     let s = s.clone();

@@ -54,8 +54,8 @@ pub fn runtime() -> Arc<dyn Runtime> {
     Arc::new(TokioRuntime::current())
 }
 
-/// Binds `addr` and serves SocketCluster connections on it; returns the server and the bound
-/// address (useful with port 0).
+/// Binds `addr` and serves SocketCluster connections on it until [`Server::close`]; returns the
+/// server and the bound address (useful with port 0).
 pub async fn listen(addr: &str, options: ServerOptions) -> io::Result<(Server, SocketAddr)> {
     let listener = tokio::net::TcpListener::bind(addr).await?;
     let local = listener.local_addr()?;
@@ -63,7 +63,11 @@ pub async fn listen(addr: &str, options: ServerOptions) -> io::Result<(Server, S
     let s = server.clone();
     tokio::spawn(async move {
         loop {
-            match listener.accept().await {
+            let accepted = tokio::select! {
+                a = listener.accept() => a,
+                () = s.closed() => return, // `Server::close` was called
+            };
+            match accepted {
                 Ok((tcp, peer)) => {
                     let _ = tcp.set_nodelay(true);
                     let s = s.clone();

@@ -78,7 +78,13 @@ where
     let mut flushed: alloc::vec::Vec<async_channel::Sender<()>> = alloc::vec::Vec::new();
     while let Ok(first) = rx.recv().await {
         let mut next = Some(first);
+        let mut burst = 0u32;
         while let Some(item) = next.take() {
+            burst += 1;
+            if burst.is_multiple_of(256) {
+                // A long backlog must not keep other tasks off the thread.
+                crate::runtime::yield_now().await;
+            }
             match item {
                 Outbound::Text(t) => {
                     if ws.feed(Message::Text(t)).await.is_err() {

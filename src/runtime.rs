@@ -18,3 +18,19 @@ pub trait Runtime: Send + Sync + fmt::Debug + 'static {
     /// Completes at `deadline`.
     fn sleep_until(&self, deadline: Instant) -> BoxFuture<()>;
 }
+
+/// Returns `Pending` once, after waking itself: other tasks get a turn. Loops that may run long
+/// without waiting (a socket kept full by its peer) call it every so often, since smol has no
+/// cooperative budget.
+pub(crate) async fn yield_now() {
+    let mut yielded = false;
+    core::future::poll_fn(|cx| {
+        if yielded {
+            return core::task::Poll::Ready(());
+        }
+        yielded = true;
+        cx.waker().wake_by_ref();
+        core::task::Poll::Pending
+    })
+    .await
+}

@@ -1,5 +1,6 @@
 //! The official socketcluster-client 20.0.2 against our server: the conformance suite in
 //! `tests/interop/client-suite.mjs` drives `examples/interop_server`, on smol and on tokio.
+#![cfg(feature = "smol")]
 
 #[path = "support/peers.rs"]
 mod peers;

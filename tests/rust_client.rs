@@ -4,6 +4,7 @@
 //! Each scenario is written once as an `async fn(Rt)`; [`scenarios!`] makes one `#[test]` per
 //! runtime of it (`smol_rt::NAME`, `tokio_rt::NAME`). Every wait is bounded: a bug fails the test
 //! instead of hanging it. Sleeps appear only where a test shows that something does *not* happen.
+#![cfg(feature = "smol")]
 
 #[path = "support/peers.rs"]
 mod peers;

@@ -3,6 +3,7 @@
 //!
 //! Test names: `CASE::on_RUNTIME::SERVER`, where RUNTIME is the client's `--runtime`. Every
 //! process is bounded: it is killed and the test fails when it does not finish in time.
+#![cfg(feature = "smol")]
 
 #[path = "support/peers.rs"]
 mod peers;

@@ -14,6 +14,7 @@
 //! late answer does not come either. Every wait is bounded: a bug fails the test, it does not
 //! hang it.
 #![cfg(feature = "smol")]
+#![cfg(feature = "smol")]
 #![allow(clippy::unwrap_used)]
 
 #[path = "support/util.rs"]

@@ -289,6 +289,10 @@ impl ServerConnection {
                 _ => self.events.push_back(ServerEvent::Raw(Value::String(text))),
             },
             Decoded::Packets(packets) => {
+                if packets.is_empty() && self.state == ServerState::Connecting {
+                    // An empty batch is a frame too: nothing but `#handshake` may come first.
+                    return self.close(close::MESSAGE_BEFORE_HANDSHAKE, "");
+                }
                 for p in packets {
                     match self.state {
                         ServerState::Closed => break,

@@ -24,7 +24,7 @@ use crate::outbox::{Outbox, write_loop};
 use crate::protocol::server::ServerEvent as ConnEvent;
 use crate::protocol::{RemoteError, ServerConfig, ServerConnection, Transmit, close, packet};
 use crate::request::Request;
-use crate::runtime::BoxFuture;
+use crate::runtime::{BoxFuture, yield_now};
 use crate::stream::StreamDemux;
 use crate::sync::Mutex;
 
@@ -34,20 +34,6 @@ const CONNECTION_HOLD: Duration = Duration::from_secs(2);
 /// Frames and events a driver handles in a row before it lets other tasks run: a client that
 /// keeps its socket full must not monopolize an executor thread (smol has no cooperative budget).
 const BURST: u32 = 64;
-
-/// Returns `Pending` once, after waking itself: other tasks get a turn.
-async fn yield_now() {
-    let mut yielded = false;
-    core::future::poll_fn(|cx| {
-        if yielded {
-            return Poll::Ready(());
-        }
-        yielded = true;
-        cx.waker().wake_by_ref();
-        Poll::Pending
-    })
-    .await
-}
 
 pub(crate) fn queue(out: &Outbox, t: Transmit) {
     match t {

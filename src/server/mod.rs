@@ -116,6 +116,9 @@ pub(crate) struct ServerShared {
     /// Sockets whose driver is still running (for `close`).
     pub(crate) live: AtomicU64,
     pub(crate) all_done: event_signal::Signal,
+    /// Set by `Server::close`: the adapters' accept loops stop.
+    pub(crate) closing: core::sync::atomic::AtomicBool,
+    pub(crate) closing_signal: event_signal::Signal,
 }
 
 impl ServerShared {
@@ -230,6 +233,8 @@ impl Server {
                 exchange,
                 live: AtomicU64::new(0),
                 all_done: event_signal::Signal::default(),
+                closing: core::sync::atomic::AtomicBool::new(false),
+                closing_signal: event_signal::Signal::default(),
             }),
         }
     }
@@ -341,9 +346,23 @@ impl Server {
         driver::run(self.shared.clone(), ws, remote_address, String::from(request_uri)).await;
     }
 
-    /// Disconnects every socket with `code` (1001, going away, lets JS clients reconnect
-    /// elsewhere) and waits until they are closed, at most `timeout`.
+    /// Whether [`close`](Self::close) was called.
+    pub fn is_closed(&self) -> bool {
+        self.shared.closing.load(Ordering::Acquire)
+    }
+
+    /// Resolves once [`close`](Self::close) is called (the adapters stop accepting then).
+    pub async fn closed(&self) {
+        let shared = self.shared.clone();
+        shared.closing_signal.wait(|| shared.closing.load(Ordering::Acquire)).await;
+    }
+
+    /// Stops accepting connections (with the adapters' `listen`), disconnects every socket with
+    /// `code` (1001, going away, lets JS clients reconnect elsewhere) and waits until they are
+    /// closed, at most `timeout`.
     pub async fn close(&self, code: u16, reason: &str, timeout: Duration) {
+        self.shared.closing.store(true, Ordering::Release);
+        self.shared.closing_signal.notify();
         let sockets: Vec<ServerSocket> = self.shared.clients.lock().values().cloned().collect();
         for s in &sockets {
             s.disconnect(code, reason);
