@@ -68,8 +68,11 @@ impl Packet {
 
 /// A call id: a non-negative integer, also when written as a float (`1.0`, as a JS peer may).
 fn as_id(v: &Value) -> Option<u64> {
+    // `f64::fract` is not in `core`: a whole number survives the round trip through `u64`.
     v.as_u64().or_else(|| {
-        v.as_f64().filter(|f| *f >= 0.0 && f.fract() == 0.0 && *f < 9_007_199_254_740_992.0).map(|f| f as u64)
+        v.as_f64()
+            .filter(|f| *f >= 0.0 && *f < 9_007_199_254_740_992.0 && (*f as u64) as f64 == *f)
+            .map(|f| f as u64)
     })
 }
 
