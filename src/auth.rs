@@ -18,6 +18,25 @@ use serde_json::{Map, Value};
 
 use crate::protocol::RemoteError;
 
+/// Authenticated or not.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum AuthState {
+    /// A token was accepted.
+    Authenticated,
+    /// No accepted token.
+    Unauthenticated,
+}
+
+impl AuthState {
+    /// `authenticated` or `unauthenticated`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Authenticated => "authenticated",
+            Self::Unauthenticated => "unauthenticated",
+        }
+    }
+}
+
 /// Tokens longer than this are refused without being parsed.
 pub const MAX_TOKEN_LEN: usize = 16 * 1024;
 

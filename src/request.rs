@@ -3,7 +3,7 @@
 use alloc::string::String;
 use alloc::sync::Arc;
 use core::fmt;
-use core::sync::atomic::{AtomicBool, Ordering};
+use core::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 
 use serde::Serialize;
 use serde::de::DeserializeOwned;
@@ -29,6 +29,16 @@ pub struct Request {
     cid: u64,
     sent: Arc<AtomicBool>,
     responder: Arc<dyn Respond>,
+    _pending: Option<Arc<Pending>>,
+}
+
+/// Counts a socket's requests while any clone of one is alive.
+struct Pending(Arc<AtomicUsize>);
+
+impl Drop for Pending {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::AcqRel);
+    }
 }
 
 impl fmt::Debug for Request {
@@ -44,7 +54,21 @@ impl fmt::Debug for Request {
 
 impl Request {
     pub(crate) fn new(procedure: &str, data: Option<Value>, cid: u64, responder: Arc<dyn Respond>) -> Self {
-        Self { procedure: Arc::from(procedure), data, cid, sent: Arc::new(AtomicBool::new(false)), responder }
+        Self {
+            procedure: Arc::from(procedure),
+            data,
+            cid,
+            sent: Arc::new(AtomicBool::new(false)),
+            responder,
+            _pending: None,
+        }
+    }
+
+    /// A request counted in `pending` until its last clone is dropped.
+    pub(crate) fn counted(mut self, pending: &Arc<AtomicUsize>) -> Self {
+        pending.fetch_add(1, Ordering::AcqRel);
+        self._pending = Some(Arc::new(Pending(pending.clone())));
+        self
     }
 
     /// The procedure name.

@@ -177,8 +177,14 @@ async fn connection(
             return finish(inner, &mut conn, None).await;
         }
     };
-    let (out, out_rx) = Outbox::new();
-    inner.runtime.spawn(Box::pin(write_loop(sink, out_rx)));
+    let (out, inbox) = Outbox::new();
+    // Dropped when this connection ends: stops a writer stuck on a server that does not read.
+    let (_kill, killed) = async_channel::bounded::<()>(1);
+    let (written, writer_done) = async_channel::bounded::<()>(1);
+    inner.runtime.spawn(Box::pin(async move {
+        write_loop(sink, inbox, killed).await;
+        drop(written);
+    }));
     let (cid, token) = {
         let mut st = inner.state.lock();
         (st.calls.next_cid(), st.signed_token.clone())
@@ -196,7 +202,16 @@ async fn connection(
                     crate::server::queue(&out, t);
                 }
                 out.shut();
-                return closed(inner, ev, &out).await;
+                let result = closed(inner, ev, &out).await;
+                // Let the close frame reach the wire (bounded), then stop the writer.
+                let done = writer_done.recv();
+                let done = core::pin::pin!(done);
+                futures::future::select(
+                    done,
+                    inner.runtime.sleep_until(Instant::now() + Duration::from_secs(1)),
+                )
+                .await;
+                return result;
             }
             handle(inner, &mut conn, &out, ev, token.as_deref());
             while let Some(t) = conn.poll_transmit() {

@@ -4,27 +4,9 @@ use alloc::string::String;
 
 use serde_json::Value;
 
+pub use crate::auth::AuthState;
 use crate::protocol::RemoteError;
 use crate::protocol::channels::ChannelState;
-
-/// Authenticated or not.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum AuthState {
-    /// A token was accepted.
-    Authenticated,
-    /// No accepted token.
-    Unauthenticated,
-}
-
-impl AuthState {
-    /// `authenticated` or `unauthenticated`.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::Authenticated => "authenticated",
-            Self::Unauthenticated => "unauthenticated",
-        }
-    }
-}
 
 /// An event of [`Client::listener`](super::Client::listener), by listener name.
 #[derive(Clone, Debug, PartialEq)]

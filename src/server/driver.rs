@@ -19,9 +19,10 @@ use futures::{Stream, StreamExt};
 use serde_json::Value;
 
 use super::broker::Subscriber;
-use super::{ServerEvent, ServerShared, ServerSocket, SocketEvent};
+use super::{Blocked, HandshakeAction, InboundAction, ServerEvent, ServerShared, ServerSocket, SocketEvent};
 use crate::outbox::{Outbox, write_loop};
 use crate::protocol::server::ServerEvent as ConnEvent;
+use crate::protocol::server::ServerState;
 use crate::protocol::{RemoteError, ServerConfig, ServerConnection, Transmit, close, packet};
 use crate::request::Request;
 use crate::runtime::{BoxFuture, yield_now};
@@ -69,15 +70,17 @@ pub(crate) async fn run<S>(
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
     let (sink, mut frames) = ws.split();
-    let (out, out_rx) = Outbox::new();
+    let (wake, woken) = async_channel::bounded(1);
+    let (out, inbox) = Outbox::with_limit(server.options.outbound_limit, Some(wake.clone()));
     // The writer's end is signalled by dropping `written`, so the driver can wait for the close
     // frame to be on the wire before it reports the socket gone (and `Server::close` returns).
+    // Dropping `kill` stops a writer stuck on a peer that does not read.
     let (written, writer_done) = async_channel::bounded::<()>(1);
+    let (kill, killed) = async_channel::bounded::<()>(1);
     server.runtime.spawn(Box::pin(async move {
-        write_loop(sink, out_rx).await;
+        write_loop(sink, inbox, killed).await;
         drop(written);
     }));
-    let (wake, woken) = async_channel::bounded(1);
     let mut woken = core::pin::pin!(woken);
     let o = &server.options;
     let config = ServerConfig {
@@ -105,6 +108,9 @@ pub(crate) async fn run<S>(
             inbound_received: AtomicU64::new(0),
             inbound_processed: AtomicU64::new(0),
             closed: Mutex::new(None),
+            auth: Mutex::new(super::auth::AuthSlot::default()),
+            middleware: server.middleware.lock().clone(),
+            pending_requests: Arc::new(core::sync::atomic::AtomicUsize::new(0)),
         }),
     };
     server.live.fetch_add(1, Ordering::AcqRel);
@@ -144,27 +150,25 @@ pub(crate) async fn run<S>(
         match step {
             Step::Frame(Some(Ok(msg))) => {
                 inner.inbound_received.fetch_add(1, Ordering::Relaxed);
-                let mut conn = inner.conn.lock();
-                match &msg {
-                    Message::Text(t) => {
-                        inner.listeners.write("message", SocketEvent::Message(String::from(t.as_str())));
-                        conn.handle_text(now, t.as_str());
+                let data = matches!(msg, Message::Text(_) | Message::Binary(_));
+                if !data || driver.inbound_raw(&msg).await {
+                    if data {
+                        driver.socket.check_expiry();
                     }
-                    Message::Binary(b) => {
-                        inner
-                            .listeners
-                            .write("message", SocketEvent::Message(String::from_utf8_lossy(b).into_owned()));
-                        conn.handle_binary(now, b);
+                    let mut conn = inner.conn.lock();
+                    match &msg {
+                        Message::Text(t) => conn.handle_text(now, t.as_str()),
+                        Message::Binary(b) => conn.handle_binary(now, b),
+                        Message::Close(frame) => {
+                            let (code, reason) =
+                                frame.as_ref().map_or((close::NO_STATUS, String::new()), |f| {
+                                    (u16::from(f.code), String::from(f.reason.as_str()))
+                                });
+                            conn.handle_close(code, &reason);
+                        }
+                        Message::Ping(_) | Message::Pong(_) | Message::Frame(_) => {}
                     }
-                    Message::Close(frame) => {
-                        let (code, reason) = frame.as_ref().map_or((close::NO_STATUS, String::new()), |f| {
-                            (u16::from(f.code), String::from(f.reason.as_str()))
-                        });
-                        conn.handle_close(code, &reason);
-                    }
-                    Message::Ping(_) | Message::Pong(_) | Message::Frame(_) => {}
                 }
-                drop(conn);
                 inner.inbound_processed.fetch_add(1, Ordering::Relaxed);
             }
             Step::Frame(Some(Err(WsError::Capacity(_)))) => {
@@ -175,12 +179,29 @@ pub(crate) async fn run<S>(
                 timer = None;
                 inner.conn.lock().handle_timeout(now);
             }
-            Step::Wake => {}
+            Step::Wake => {
+                if inner.out.overflowed() && inner.conn.lock().state() != ServerState::Closed {
+                    // Shed a socket that does not read fast enough; nobody else waits for it.
+                    let dropped = inner.out.discard();
+                    let limit = server.options.outbound_limit.unwrap_or_default();
+                    let e = RemoteError::new(
+                        "ResourceLimitError",
+                        alloc::format!(
+                            "Socket {} was disconnected: its outbound backlog exceeded {limit} messages ({dropped} not sent)",
+                            inner.id
+                        ),
+                    )
+                    .with("code", close::TRY_AGAIN_LATER);
+                    driver.warn(e);
+                    inner.conn.lock().close(close::TRY_AGAIN_LATER, "");
+                }
+            }
         }
     }
     let done = writer_done.recv();
     let done = core::pin::pin!(done);
     futures::future::select(done, server.runtime.sleep_until(Instant::now() + Duration::from_secs(2))).await;
+    drop(kill);
     if server.live.fetch_sub(1, Ordering::AcqRel) == 1 {
         server.all_done.notify();
     }
@@ -221,6 +242,96 @@ impl Driver {
         self.socket.inner.out.text(frame);
     }
 
+    /// The `message` listener event and the inbound raw middleware; false when it blocked the
+    /// message.
+    async fn inbound_raw(&self, msg: &Message) -> bool {
+        let inner = &self.socket.inner;
+        let mw = inner.middleware.inbound_raw.clone();
+        if mw.is_none() && inner.listeners.consumer_count("message") == 0 {
+            return true;
+        }
+        let text = match msg {
+            Message::Text(t) => String::from(t.as_str()),
+            Message::Binary(b) => String::from_utf8_lossy(b).into_owned(),
+            _ => return true,
+        };
+        if let Some(mw) = mw {
+            if let Err(blocked) =
+                mw(super::RawAction { socket: self.socket.clone(), message: text.clone() }).await
+            {
+                self.blocked(&blocked, "inboundRaw", "message");
+                return false;
+            }
+        }
+        inner.listeners.write("message", SocketEvent::Message(text));
+        true
+    }
+
+    /// Runs the inbound middleware on `action`.
+    async fn inbound(&self, action: InboundAction) -> Result<InboundAction, Blocked> {
+        match self.socket.inner.middleware.inbound.clone() {
+            Some(mw) => {
+                let kind = action.type_name();
+                mw(action).await.inspect_err(|b| self.blocked(b, "inbound", kind))
+            }
+            None => Ok(action),
+        }
+    }
+
+    /// Reports a block on the server (`middlewareEmitFailures`): the original error, or the
+    /// generic one.
+    fn blocked(&self, blocked: &Blocked, middleware: &str, action: &str) {
+        let e = blocked.error.clone().unwrap_or_else(|| blocked.client_error(middleware, action));
+        self.warn(e);
+    }
+
+    /// Verifies a token from the client and runs the `authenticate` middleware on it:
+    /// `(the token string, Ok(Some(claims)) | Ok(None) when there was none | Err(Some(error)))`.
+    #[allow(clippy::type_complexity)]
+    async fn verify(
+        &self,
+        token: Option<Value>,
+    ) -> (Option<String>, Result<Option<Value>, Option<RemoteError>>) {
+        let (signed, claims) = match token {
+            None | Some(Value::Null) => return (None, Ok(None)),
+            Some(Value::String(t)) => match self.server.auth.verify(&t) {
+                Ok(claims) => (t, claims),
+                Err(e) => return (Some(t), Err(Some(e))),
+            },
+            Some(_) => {
+                let e = RemoteError::new("AuthTokenInvalidError", "jwt must be a string")
+                    .with("isBadToken", true);
+                return (None, Err(Some(e)));
+            }
+        };
+        let action = InboundAction::Authenticate {
+            socket: self.socket.clone(),
+            signed_auth_token: signed.clone(),
+            auth_token: claims.clone(),
+        };
+        match self.inbound(action).await {
+            Ok(_) => (Some(signed), Ok(Some(claims))),
+            Err(b) => (Some(signed), Err(Some(b.client_error("inbound", "authenticate")))),
+        }
+    }
+
+    /// Hands an invoke to its procedure's consumers, unless the socket has too many waiting.
+    fn request(&self, procedure: &str, data: Option<Value>, cid: u64) {
+        let inner = &self.socket.inner;
+        if let Some(max) = self.server.options.max_pending_requests
+            && inner.pending_requests.load(Ordering::Acquire) >= max
+        {
+            let e = RemoteError::new(
+                "ResourceLimitError",
+                alloc::format!("Socket {} has {max} requests waiting for an answer", inner.id),
+            );
+            self.respond(Some(cid), Err(e));
+            return;
+        }
+        let req = Request::new(procedure, data, cid, inner.clone()).counted(&inner.pending_requests);
+        inner.procedures.write(procedure, req);
+    }
+
     fn warn(&self, error: RemoteError) {
         self.socket.inner.listeners.write("error", SocketEvent::Error(error.clone()));
         self.server.emit("warning", ServerEvent::Warning { error, socket: Some(self.socket.clone()) });
@@ -246,24 +357,45 @@ impl Driver {
     async fn handle(&mut self, ev: ConnEvent) -> bool {
         let inner = self.socket.inner.clone();
         match ev {
-            ConnEvent::Handshake { cid, auth_token: _ } => {
-                // Token verification arrives with authentication support; until then every
-                // socket is unauthenticated.
-                inner.conn.lock().accept_handshake(cid, &inner.id, false, None);
+            ConnEvent::Handshake { cid, auth_token } => {
+                let (token, verified) = self.verify(auth_token).await;
+                let auth_error = verified.as_ref().err().cloned().flatten();
+                let is_authenticated = matches!(verified, Ok(Some(_)));
+                if let Some(mw) = inner.middleware.handshake.clone() {
+                    let action = HandshakeAction::Sc {
+                        socket: self.socket.clone(),
+                        auth_token: verified.clone().ok().flatten(),
+                        auth_error: auth_error.clone(),
+                    };
+                    if let Err(blocked) = mw(action).await {
+                        self.blocked(&blocked, "handshake", "handshakeSC");
+                        let code = blocked.status_code.unwrap_or(close::HANDSHAKE_REJECTED);
+                        let e = blocked.client_error("handshake", "handshakeSC").with("statusCode", code);
+                        inner.conn.lock().reject_handshake(cid, &e, code);
+                        return false; // the connection's Closed event follows
+                    }
+                }
+                inner.conn.lock().accept_handshake(cid, &inner.id, is_authenticated, auth_error.as_ref());
                 self.flush();
+                if let Some(e) = &auth_error {
+                    self.socket.bad_token(e, token.clone());
+                }
                 self.open = true;
                 self.server.pending_clients.fetch_sub(1, Ordering::Relaxed);
                 self.server.clients.lock().insert(inner.id.clone(), self.socket.clone());
                 inner
                     .listeners
-                    .write("connect", SocketEvent::Connect { id: inner.id.clone(), is_authenticated: false });
+                    .write("connect", SocketEvent::Connect { id: inner.id.clone(), is_authenticated });
+                if let (Some(signed), Ok(Some(claims))) = (token, verified) {
+                    self.socket.authenticated(signed, claims);
+                }
                 self.server.emit(
                     "connection",
                     ServerEvent::Connection {
                         socket: self.socket.clone(),
                         id: inner.id.clone(),
-                        is_authenticated: false,
-                        auth_error: None,
+                        is_authenticated,
+                        auth_error,
                     },
                 );
                 // Hold this socket's later packets until the `connection` handlers have run.
@@ -272,13 +404,35 @@ impl Driver {
                 futures::future::select(core::pin::pin!(idle), sleep).await;
             }
             ConnEvent::Transmit { event, data } => {
-                inner.receivers.write(&event, data);
+                let action = InboundAction::Transmit { socket: self.socket.clone(), event, data };
+                if let Ok(InboundAction::Transmit { event, data, .. }) = self.inbound(action).await {
+                    inner.receivers.write(&event, data);
+                }
             }
             ConnEvent::Invoke { event, data, cid } => {
-                let req = Request::new(&event, data, cid, inner.clone());
-                inner.procedures.write(&event, req);
+                let action = InboundAction::Invoke { socket: self.socket.clone(), procedure: event, data };
+                match self.inbound(action).await {
+                    Ok(InboundAction::Invoke { procedure, data, .. }) => self.request(&procedure, data, cid),
+                    Ok(_) => {}
+                    Err(b) => self.respond(Some(cid), Err(b.client_error("inbound", "invoke"))),
+                }
             }
-            ConnEvent::Subscribe { channel, options, cid } => {
+            ConnEvent::Subscribe { channel, mut options, cid } => {
+                let data = options.get("data").cloned();
+                let action = InboundAction::Subscribe { socket: self.socket.clone(), channel, data };
+                let channel = match self.inbound(action).await {
+                    Ok(InboundAction::Subscribe { channel, data, .. }) => {
+                        if let (Some(d), Value::Object(m)) = (data, &mut options) {
+                            m.insert(String::from("data"), d);
+                        }
+                        channel
+                    }
+                    Ok(_) => return false,
+                    Err(b) => {
+                        self.respond(cid, Err(b.client_error("inbound", "subscribe")));
+                        return false;
+                    }
+                };
                 let result = self.subscribe(&channel, options).await;
                 if let Err(e) = &result {
                     self.warn(e.clone());
@@ -304,7 +458,17 @@ impl Driver {
             }
             ConnEvent::Publish { channel, data, cid } => {
                 let result = if self.server.options.allow_client_publish {
-                    self.server.broker.publish(channel, data).await
+                    let action = InboundAction::PublishIn { socket: self.socket.clone(), channel, data };
+                    match self.inbound(action).await {
+                        Ok(InboundAction::PublishIn { channel, data, .. }) => {
+                            self.server.broker.publish(channel, data).await
+                        }
+                        Ok(_) => Ok(()),
+                        Err(b) => {
+                            self.respond(cid, Err(b.client_error("inbound", "publishIn")));
+                            return false;
+                        }
+                    }
                 } else {
                     Err(RemoteError::new("InvalidActionError", "Client publish feature is disabled"))
                 };
@@ -313,15 +477,35 @@ impl Driver {
                 }
                 self.respond(cid, result);
             }
-            ConnEvent::Authenticate { token: _, cid } => {
-                let e = RemoteError::new(
-                    "AuthTokenInvalidError",
-                    "Authentication is not supported by this server yet",
-                )
-                .with("isBadToken", true);
-                self.respond(Some(cid), Err(e));
+            ConnEvent::Authenticate { token, cid } => {
+                let (signed, verified) = self.verify(Some(token)).await;
+                let verified = match verified {
+                    Ok(None) => Err(Some(
+                        RemoteError::new("AuthTokenInvalidError", "jwt must be provided")
+                            .with("isBadToken", true),
+                    )),
+                    v => v,
+                };
+                match verified {
+                    Ok(Some(claims)) => {
+                        self.socket.authenticated(signed.unwrap_or_default(), claims);
+                        let data = serde_json::json!({ "isAuthenticated": true, "authError": null });
+                        inner.out.text(packet::encode_response(cid, Some(&data)).unwrap_or_default());
+                    }
+                    Ok(None) | Err(None) => {} // not reached: mapped above
+                    Err(Some(e)) if super::auth::is_bad_token(&e) => {
+                        self.respond(Some(cid), Err(e.clone()));
+                        self.socket.deauthenticated(false);
+                        self.socket.bad_token(&e, signed);
+                    }
+                    Err(Some(e)) => {
+                        let data = serde_json::json!({ "isAuthenticated": false, "authError": e });
+                        inner.out.text(packet::encode_response(cid, Some(&data)).unwrap_or_default());
+                        self.socket.bad_token(&e, signed);
+                    }
+                }
             }
-            ConnEvent::RemoveAuthToken => {}
+            ConnEvent::RemoveAuthToken => self.socket.deauthenticated(false),
             ConnEvent::Response { rid, result } => {
                 if let Some(tx) = inner.pending.lock().remove(&rid) {
                     let _ = tx.try_send(result);

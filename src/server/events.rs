@@ -5,6 +5,7 @@ use alloc::string::String;
 use serde_json::Value;
 
 use super::ServerSocket;
+use crate::auth::AuthState;
 use crate::protocol::RemoteError;
 
 /// An event of [`Server::listener`](super::Server::listener), by listener name.
@@ -77,6 +78,39 @@ pub enum ServerEvent {
         /// The error.
         error: RemoteError,
     },
+    /// `authentication`: a socket got an auth token (handshake, `#authenticate`,
+    /// `set_auth_token`).
+    Authentication {
+        /// The socket.
+        socket: ServerSocket,
+        /// The token's payload.
+        auth_token: Value,
+    },
+    /// `deauthentication`: a socket lost its token.
+    Deauthentication {
+        /// The socket.
+        socket: ServerSocket,
+        /// The payload it had.
+        old_auth_token: Value,
+    },
+    /// `authenticationStateChange`.
+    AuthenticationStateChange {
+        /// The socket.
+        socket: ServerSocket,
+        /// Before.
+        old: AuthState,
+        /// After.
+        new: AuthState,
+    },
+    /// `badSocketAuthToken`: a socket presented a token that failed verification.
+    BadSocketAuthToken {
+        /// The socket.
+        socket: ServerSocket,
+        /// Why (`AuthTokenExpiredError`, `AuthTokenInvalidError`, ...).
+        error: RemoteError,
+        /// The token as presented.
+        signed_auth_token: String,
+    },
     /// `warning`: a socket-level problem (a malformed packet, an unexpected close).
     Warning {
         /// The error.
@@ -135,6 +169,35 @@ pub enum SocketEvent {
     Unsubscribe {
         /// The channel.
         channel: String,
+    },
+    /// `authenticate`: the socket got an auth token.
+    Authenticate {
+        /// The token's payload.
+        auth_token: Value,
+    },
+    /// `deauthenticate`: the socket lost its token.
+    Deauthenticate {
+        /// The payload it had.
+        old_auth_token: Value,
+    },
+    /// `authStateChange`.
+    AuthStateChange {
+        /// Before.
+        old: AuthState,
+        /// After.
+        new: AuthState,
+    },
+    /// `authTokenSigned`: `set_auth_token` signed a token.
+    AuthTokenSigned {
+        /// The signed token.
+        signed_auth_token: String,
+    },
+    /// `badAuthToken`: the client presented a token that failed verification.
+    BadAuthToken {
+        /// Why.
+        error: RemoteError,
+        /// The token as presented.
+        signed_auth_token: String,
     },
     /// `end`: the socket is done; its receivers and procedures are killed next, its listeners
     /// closed (their consumers end after this event).

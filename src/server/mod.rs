@@ -5,12 +5,15 @@
 //! `socketcluster::tokio::listen`), or hand it WebSocket connections yourself with
 //! [`Server::accept`].
 
+mod auth;
 mod broker;
 mod driver;
 pub(crate) use driver::queue;
 mod events;
 mod exchange;
+mod middleware;
 mod socket;
+mod upgrade;
 
 use alloc::string::String;
 use alloc::sync::Arc;
@@ -21,18 +24,16 @@ use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
-use async_tungstenite::tungstenite::handshake::server::{
-    ErrorResponse, Request as HttpRequest, Response as HttpResponse,
-};
-use async_tungstenite::tungstenite::http::StatusCode;
 use async_tungstenite::tungstenite::protocol::WebSocketConfig;
 use futures::io::{AsyncRead, AsyncWrite};
 
 pub use broker::{Broker, MemoryBroker, Publication, Subscriber};
 pub use events::{ServerEvent, SocketEvent};
 pub use exchange::{Exchange, ExchangeChannel};
+pub use middleware::{Blocked, HandshakeAction, InboundAction, Middleware, OutboundAction, RawAction};
 pub use socket::{ServerSocket, SocketState};
 
+use crate::auth::JwtAuth;
 use crate::protocol::ProtocolVersion;
 use crate::runtime::Runtime;
 use crate::stream::{Consumer, StreamDemux};
@@ -64,6 +65,20 @@ pub struct ServerOptions {
     pub max_payload: Option<usize>,
     /// The broker (a [`MemoryBroker`] when `None`).
     pub broker: Option<Arc<dyn Broker>>,
+    /// Signs and verifies auth tokens (HS256 with a random key when `None`: tokens do not
+    /// survive a restart — set `JwtAuth::hs256(key)` to share tokens across processes).
+    pub auth: Option<JwtAuth>,
+    /// The middleware of new sockets (see [`Server::set_middleware`]).
+    pub middleware: Middleware,
+    /// Allowed `Origin`s of upgrade requests, `host:port` with `*` wildcards (all when `None`);
+    /// others get HTTP 403.
+    pub origins: Option<Vec<String>>,
+    /// A socket whose outbound queue holds more than this many frames — it does not read fast
+    /// enough — is disconnected with close code 1013 and a `warning` (unlimited when `None`).
+    pub outbound_limit: Option<usize>,
+    /// At most this many of a socket's invokes may wait for an answer from the server; more are
+    /// answered at once with `ResourceLimitError` (unlimited when `None`).
+    pub max_pending_requests: Option<usize>,
 }
 
 impl fmt::Debug for ServerOptions {
@@ -80,6 +95,11 @@ impl fmt::Debug for ServerOptions {
             .field("socket_channel_limit", &self.socket_channel_limit)
             .field("max_payload", &self.max_payload)
             .field("broker", &self.broker)
+            .field("auth", &self.auth)
+            .field("middleware", &self.middleware)
+            .field("origins", &self.origins)
+            .field("outbound_limit", &self.outbound_limit)
+            .field("max_pending_requests", &self.max_pending_requests)
             .finish()
     }
 }
@@ -98,12 +118,20 @@ impl Default for ServerOptions {
             socket_channel_limit: None,
             max_payload: None,
             broker: None,
+            auth: None,
+            middleware: Middleware::default(),
+            origins: None,
+            outbound_limit: None,
+            max_pending_requests: None,
         }
     }
 }
 
 pub(crate) struct ServerShared {
     pub(crate) options: ServerOptions,
+    pub(crate) auth: JwtAuth,
+    /// The middleware new sockets get.
+    pub(crate) middleware: Mutex<Arc<Middleware>>,
     pub(crate) runtime: Arc<dyn Runtime>,
     pub(crate) broker: Arc<dyn Broker>,
     pub(crate) listeners: StreamDemux<ServerEvent>,
@@ -221,6 +249,8 @@ impl Server {
         let exchange = Exchange::new(broker.clone(), next_subscriber.fetch_add(1, Ordering::Relaxed));
         Self {
             shared: Arc::new(ServerShared {
+                auth: options.auth.clone().unwrap_or_else(JwtAuth::random_hs256),
+                middleware: Mutex::new(Arc::new(options.middleware.clone())),
                 options,
                 runtime,
                 broker,
@@ -259,6 +289,11 @@ impl Server {
     /// The server-side exchange: publish to channels and subscribe to them from the server.
     pub fn exchange(&self) -> &Exchange {
         &self.shared.exchange
+    }
+
+    /// The token signer and verifier.
+    pub fn auth(&self) -> &JwtAuth {
+        &self.shared.auth
     }
 
     /// The broker.
@@ -304,33 +339,18 @@ impl Server {
     where
         S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
     {
-        let path = self.shared.options.path.clone();
-        let uri = Arc::new(Mutex::new(String::new()));
-        let seen = uri.clone();
-        // The callback type is async-tungstenite's; its error is an HTTP response by design.
-        #[allow(clippy::result_large_err)]
-        let check = move |req: &HttpRequest, resp: HttpResponse| -> Result<HttpResponse, ErrorResponse> {
-            *seen.lock() = String::from(req.uri().path_and_query().map_or("/", |p| p.as_str()));
-            if req.uri().path() == path {
-                Ok(resp)
-            } else {
-                let mut r = ErrorResponse::new(Some(String::from("Bad Request")));
-                *r.status_mut() = StatusCode::BAD_REQUEST;
-                Err(r)
-            }
-        };
-        let ws = match async_tungstenite::accept_hdr_async_with_config(
-            stream,
-            check,
-            Some(self.websocket_config()),
-        )
-        .await
-        {
-            Ok(ws) => ws,
-            Err(_) => return,
-        };
-        let uri = uri.lock().clone();
+        let Ok((stream, uri)) = upgrade::check(&self.shared, stream, remote_address).await else { return };
+        let ws =
+            match async_tungstenite::accept_async_with_config(stream, Some(self.websocket_config())).await {
+                Ok(ws) => ws,
+                Err(_) => return,
+            };
         driver::run(self.shared.clone(), ws, remote_address, uri).await;
+    }
+
+    /// Replaces the middleware for sockets created from now on (live sockets keep theirs).
+    pub fn set_middleware(&self, middleware: Middleware) {
+        *self.shared.middleware.lock() = Arc::new(middleware);
     }
 
     /// Serves a WebSocket whose upgrade was done elsewhere (by your HTTP server). `request_uri` is

@@ -66,6 +66,11 @@ pub(crate) struct SocketInner {
     pub(crate) inbound_processed: AtomicU64,
     /// The close code and reason, once closed.
     pub(crate) closed: Mutex<Option<(u16, String)>>,
+    pub(crate) auth: Mutex<super::auth::AuthSlot>,
+    /// Requests of this socket alive in procedure consumers (`max_pending_requests`).
+    pub(crate) pending_requests: Arc<core::sync::atomic::AtomicUsize>,
+    /// Bound when the socket was created.
+    pub(crate) middleware: Arc<super::Middleware>,
 }
 
 impl Respond for SocketInner {

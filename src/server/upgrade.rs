@@ -1,0 +1,201 @@
+//! The HTTP side of a new connection: read the upgrade request, check the path, the origin and
+//! the handshake middleware (all async), answer 400/403/401 or hand the connection to the
+//! WebSocket library with the request bytes replayed.
+
+use alloc::string::String;
+use alloc::vec::Vec;
+use core::pin::Pin;
+use core::task::{Context, Poll};
+use std::io;
+use std::net::SocketAddr;
+
+use futures::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+
+use super::ServerShared;
+use super::middleware::HandshakeAction;
+
+/// Upgrade requests larger than this are refused (HTTP 431).
+const MAX_REQUEST: usize = 16 * 1024;
+
+/// The facts of an upgrade request the server looks at.
+pub(crate) struct RequestHead {
+    pub(crate) uri: String,
+    pub(crate) path: String,
+    pub(crate) origin: Option<String>,
+}
+
+/// A stream whose first bytes were already read: they are read again first.
+pub(crate) struct Replay<S> {
+    head: Vec<u8>,
+    pos: usize,
+    inner: S,
+}
+
+impl<S: AsyncRead + Unpin> AsyncRead for Replay<S> {
+    fn poll_read(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut [u8]) -> Poll<io::Result<usize>> {
+        if self.pos < self.head.len() {
+            let n = buf.len().min(self.head.len() - self.pos);
+            buf[..n].copy_from_slice(&self.head[self.pos..self.pos + n]);
+            self.pos += n;
+            if self.pos == self.head.len() {
+                self.head = Vec::new(); // give the memory back
+                self.pos = 0;
+            }
+            return Poll::Ready(Ok(n));
+        }
+        Pin::new(&mut self.inner).poll_read(cx, buf)
+    }
+}
+
+impl<S: AsyncWrite + Unpin> AsyncWrite for Replay<S> {
+    fn poll_write(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.inner).poll_write(cx, buf)
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.inner).poll_flush(cx)
+    }
+
+    fn poll_close(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.inner).poll_close(cx)
+    }
+}
+
+fn parse_head(bytes: &[u8]) -> Option<RequestHead> {
+    let text = core::str::from_utf8(bytes).ok()?;
+    let mut lines = text.split("\r\n");
+    let mut request_line = lines.next()?.split(' ');
+    let _method = request_line.next()?;
+    let uri = String::from(request_line.next()?);
+    let path = String::from(uri.split('?').next().unwrap_or_default());
+    let origin = lines.find_map(|l| {
+        let (name, value) = l.split_once(':')?;
+        name.trim().eq_ignore_ascii_case("origin").then(|| String::from(value.trim()))
+    });
+    Some(RequestHead { uri, path, origin })
+}
+
+async fn respond<S: AsyncWrite + Unpin>(stream: &mut S, status: &str, body: &str) {
+    let response = alloc::format!(
+        "HTTP/1.1 {status}\r\nContent-Type: text/plain\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    );
+    let _ = stream.write_all(response.as_bytes()).await;
+    let _ = stream.flush().await;
+    let _ = stream.close().await;
+}
+
+/// Whether `origin` passes SocketCluster's `origins` check: each allowed entry is `host:port`
+/// with `*` for either part; a missing or `null` origin is allowed.
+pub(crate) fn origin_allowed(allowed: &[String], origin: Option<&str>) -> bool {
+    let Some(origin) = origin.filter(|o| *o != "null") else { return true };
+    let (scheme, rest) = origin.split_once("://").unwrap_or(("http", origin));
+    let host_port = rest.split('/').next().unwrap_or_default();
+    let (host, port) = match host_port.rsplit_once(':') {
+        Some((h, p)) if !h.ends_with(']') || host_port.starts_with('[') => (h, String::from(p)),
+        _ => (host_port, String::from(if scheme == "https" || scheme == "wss" { "443" } else { "80" })),
+    };
+    allowed.iter().any(|a| {
+        let (ah, ap) = a.rsplit_once(':').unwrap_or((a.as_str(), "*"));
+        (ah == "*" || ah == host) && (ap == "*" || ap == port)
+    })
+}
+
+/// Reads and checks the upgrade request. `Ok` hands back the stream (replaying the request) and
+/// its path and query; `Err` means the connection was answered and closed.
+pub(crate) async fn check<S>(
+    server: &ServerShared,
+    mut stream: S,
+    remote: Option<SocketAddr>,
+) -> Result<(Replay<S>, String), ()>
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
+    let mut head = Vec::with_capacity(1024);
+    let mut chunk = [0u8; 1024];
+    loop {
+        if head.windows(4).any(|w| w == b"\r\n\r\n") {
+            break;
+        }
+        if head.len() > MAX_REQUEST {
+            respond(&mut stream, "431 Request Header Fields Too Large", "").await;
+            return Err(());
+        }
+        match stream.read(&mut chunk).await {
+            Ok(0) | Err(_) => return Err(()),
+            Ok(n) => head.extend_from_slice(&chunk[..n]),
+        }
+    }
+    let Some(req) = parse_head(&head) else {
+        respond(&mut stream, "400 Bad Request", "Bad Request").await;
+        return Err(());
+    };
+    if req.path != server.options.path {
+        respond(&mut stream, "400 Bad Request", "Bad Request").await;
+        return Err(());
+    }
+    // SocketCluster runs the handshake middleware first, then the origin check.
+    let middleware = server.middleware.lock().clone();
+    if let Some(mw) = &middleware.handshake {
+        let action = HandshakeAction::Ws {
+            request_uri: req.uri.clone(),
+            origin: req.origin.clone(),
+            remote_address: remote,
+        };
+        if let Err(blocked) = mw(action).await {
+            let e = blocked.client_error("handshake", "handshakeWS");
+            server.emit(
+                "warning",
+                super::ServerEvent::Warning {
+                    error: blocked.error.clone().unwrap_or_else(|| e.clone()),
+                    socket: None,
+                },
+            );
+            respond(&mut stream, "401 Unauthorized", e.message()).await;
+            return Err(());
+        }
+    }
+    if let Some(allowed) = &server.options.origins
+        && !origin_allowed(allowed, req.origin.as_deref())
+    {
+        let message = alloc::format!(
+            "Failed to authorize socket handshake - Invalid origin: {}",
+            req.origin.as_deref().unwrap_or_default()
+        );
+        server.emit(
+            "warning",
+            super::ServerEvent::Warning {
+                error: crate::protocol::RemoteError::new("ServerProtocolError", message.as_str()),
+                socket: None,
+            },
+        );
+        respond(&mut stream, "403 Forbidden", &message).await;
+        return Err(());
+    }
+    Ok((Replay { head, pos: 0, inner: stream }, req.uri))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn origins() {
+        let allowed = [String::from("example.com:*"), String::from("*:8080")];
+        assert!(origin_allowed(&allowed, None));
+        assert!(origin_allowed(&allowed, Some("null")));
+        assert!(origin_allowed(&allowed, Some("https://example.com")));
+        assert!(origin_allowed(&allowed, Some("http://other.org:8080")));
+        assert!(!origin_allowed(&allowed, Some("http://other.org")));
+        assert!(origin_allowed(&[String::from("*:*")], Some("http://x.y:1")));
+    }
+
+    #[test]
+    fn heads() {
+        let h = parse_head(b"GET /socketcluster/?a=1 HTTP/1.1\r\nHost: x\r\norigin: http://a.b\r\n\r\n")
+            .expect("parses");
+        assert_eq!(h.path, "/socketcluster/");
+        assert_eq!(h.uri, "/socketcluster/?a=1");
+        assert_eq!(h.origin.as_deref(), Some("http://a.b"));
+    }
+}
