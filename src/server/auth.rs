@@ -87,7 +87,7 @@ impl ServerSocket {
         let was = {
             let mut a = self.inner.auth.lock();
             a.signed = Some(signed);
-            core::mem::replace(&mut a.payload, Some(claims.clone())).is_some()
+            a.payload.replace(claims.clone()).is_some()
         };
         let server = &self.inner.server;
         self.inner.listeners.write("authenticate", SocketEvent::Authenticate { auth_token: claims.clone() });

@@ -255,13 +255,12 @@ impl Driver {
             Message::Binary(b) => String::from_utf8_lossy(b).into_owned(),
             _ => return true,
         };
-        if let Some(mw) = mw {
-            if let Err(blocked) =
+        if let Some(mw) = mw
+            && let Err(blocked) =
                 mw(super::RawAction { socket: self.socket.clone(), message: text.clone() }).await
-            {
-                self.blocked(&blocked, "inboundRaw", "message");
-                return false;
-            }
+        {
+            self.blocked(&blocked, "inboundRaw", "message");
+            return false;
         }
         inner.listeners.write("message", SocketEvent::Message(text));
         true
