@@ -5,8 +5,8 @@
 //! cargo run --release --example interop_server -- --port 8000 [--runtime smol|tokio] ...
 //! ```
 //! Prints `{"listening":"127.0.0.1:PORT"}` when ready; exits 0 on SIGTERM/SIGINT after closing
-//! its sockets (close code 1001, so JS clients reconnect). Flags of features this build does not
-//! have yet (authentication, access rules, outbound limits, Redis) exit with code 2.
+//! its sockets (close code 1001, so JS clients reconnect). `--broker redis://...` (scale-out) is
+//! not built yet and exits with code 2.
 
 use std::io::Write;
 use std::sync::{Arc, Mutex};
@@ -15,10 +15,13 @@ use std::time::{Duration, Instant};
 use futures::StreamExt;
 use futures::stream::select_all;
 use serde_json::{Value, json};
+use socketcluster::auth::JwtAuth;
 use socketcluster::protocol::{Error, ProtocolVersion, RemoteError};
 use socketcluster::request::Request;
 use socketcluster::runtime::Runtime;
-use socketcluster::server::{Server, ServerEvent, ServerOptions, ServerSocket};
+use socketcluster::server::{
+    Blocked, HandshakeAction, InboundAction, Middleware, Server, ServerEvent, ServerOptions, ServerSocket,
+};
 
 struct Args {
     host: String,
@@ -41,6 +44,7 @@ fn parse_args() -> Args {
         options: ServerOptions::default(),
         foo_delay: Duration::from_millis(1000),
     };
+    a.options.middleware = access_rules();
     let mut it = std::env::args().skip(1);
     let ms = |v: Option<String>, flag: &str| -> Duration {
         match v.as_deref().map(str::parse::<u64>) {
@@ -101,7 +105,17 @@ fn parse_args() -> Args {
                 Some(u) if u.starts_with("redis://") => usage("--broker redis:// is not supported yet"),
                 _ => usage("--broker must be memory or redis://HOST:PORT"),
             },
-            "--auth-key" | "--outbound-limit" => usage(&format!("{flag} is not supported yet")),
+            "--auth-key" => {
+                let key = it.next().unwrap_or_else(|| usage("--auth-key needs a secret"));
+                a.options.auth = Some(JwtAuth::hs256(key));
+            }
+            "--outbound-limit" => {
+                a.options.outbound_limit = Some(
+                    it.next()
+                        .and_then(|v| v.parse().ok())
+                        .unwrap_or_else(|| usage("--outbound-limit needs a number")),
+                )
+            }
             _ => usage(&format!("unknown flag {flag}")),
         }
     }
@@ -112,6 +126,48 @@ fn print_line(v: &Value) {
     let mut out = std::io::stdout().lock();
     let _ = writeln!(out, "{v}");
     let _ = out.flush();
+}
+
+/// The contract's access rules, as middleware.
+fn access_rules() -> Middleware {
+    Middleware::new()
+        .handshake(|action| async move {
+            match action {
+                HandshakeAction::Ws { request_uri, .. } => {
+                    let query = request_uri.split_once('?').map_or("", |(_, q)| q);
+                    if query.split('&').any(|kv| kv == "reject=1") {
+                        return Err(Blocked::with(RemoteError::new(
+                            "HandshakeRejectedError",
+                            "Rejected by the reject=1 rule",
+                        )));
+                    }
+                    Ok(())
+                }
+                HandshakeAction::Sc { auth_token: Some(token), .. }
+                    if token.get("banned") == Some(&Value::Bool(true)) =>
+                {
+                    Err(Blocked::with(RemoteError::new("BannedError", "This auth token is banned"))
+                        .status_code(4501))
+                }
+                _ => Ok(()),
+            }
+        })
+        .inbound(|action| async move {
+            match &action {
+                InboundAction::Subscribe { socket, channel, .. }
+                    if channel.starts_with("private/") && socket.auth_token().is_none() =>
+                {
+                    Err(Blocked::with(RemoteError::new(
+                        "AuthRequiredError",
+                        format!("Subscribing to {channel} requires authentication"),
+                    )))
+                }
+                InboundAction::PublishIn { channel, .. } if channel.starts_with("readonly/") => {
+                    Err(Blocked::default())
+                }
+                _ => Ok(action),
+            }
+        })
 }
 
 /// What one socket's handlers share.
@@ -199,9 +255,16 @@ async fn handle(c: &SocketCtx, req: Request) {
             let log = c.foo_log.lock().unwrap_or_else(|e| e.into_inner()).clone();
             req.end(log)
         }
-        "login" => req.error(RemoteError::new("NotSupportedError", "Authentication is not supported yet")),
-        "deauth" => req.end_empty(),
-        "whoami" => req.end(Value::Null),
+        "login" if data.is_object() => match c.socket.set_auth_token(data, None) {
+            Ok(_) => req.end("ok"),
+            Err(e) => req.error(e.to_remote()),
+        },
+        "login" => req.error(invalid_arguments("login expects a JSON object as its data")),
+        "deauth" => {
+            c.socket.deauthenticate();
+            req.end_empty()
+        }
+        "whoami" => req.end(c.socket.auth_token().unwrap_or(Value::Null)),
         "server-publish" => {
             let channel = data.get("channel").and_then(Value::as_str).unwrap_or_default().to_string();
             match c

@@ -51,11 +51,20 @@ impl Publication {
     pub fn frame(&self) -> &str {
         self.frame.as_str()
     }
+
+    pub(crate) fn frame_bytes(&self) -> &Utf8Bytes {
+        &self.frame
+    }
 }
 
 #[derive(Clone)]
 enum Target {
-    Socket { out: Outbox, listeners: StreamDemux<SocketEvent> },
+    Socket {
+        out: Outbox,
+        listeners: StreamDemux<SocketEvent>,
+    },
+    /// A socket with outbound middleware: its publications go through it first.
+    Filtered(async_channel::Sender<Publication>),
     Exchange(StreamDemux<Value>),
 }
 
@@ -69,7 +78,7 @@ pub struct Subscriber {
 impl fmt::Debug for Subscriber {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let kind = match self.target {
-            Target::Socket { .. } => "socket",
+            Target::Socket { .. } | Target::Filtered(_) => "socket",
             Target::Exchange(_) => "exchange",
         };
         f.debug_struct("Subscriber").field("id", &self.id).field("kind", &kind).finish()
@@ -79,6 +88,10 @@ impl fmt::Debug for Subscriber {
 impl Subscriber {
     pub(crate) fn socket(id: u64, out: Outbox, listeners: StreamDemux<SocketEvent>) -> Self {
         Self { id, target: Target::Socket { out, listeners } }
+    }
+
+    pub(crate) fn filtered(id: u64, tx: async_channel::Sender<Publication>) -> Self {
+        Self { id, target: Target::Filtered(tx) }
     }
 
     pub(crate) fn exchange(id: u64, channels: StreamDemux<Value>) -> Self {
@@ -94,6 +107,7 @@ impl Subscriber {
     pub fn deliver(&self, publication: &Publication) -> bool {
         match &self.target {
             Target::Socket { out, .. } => out.text(publication.frame.clone()),
+            Target::Filtered(tx) => tx.try_send(publication.clone()).is_ok(),
             Target::Exchange(channels) => {
                 channels.write(&publication.channel, publication.data.clone().unwrap_or(Value::Null));
                 true

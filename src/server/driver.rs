@@ -90,6 +90,14 @@ pub(crate) async fn run<S>(
         handshake_timeout: o.handshake_timeout,
         protocol_version: o.protocol_version,
     };
+    let middleware = server.middleware.lock().clone();
+    let (publish_filter, filtered) = match middleware.outbound {
+        Some(_) => {
+            let (tx, rx) = async_channel::unbounded();
+            (Some(tx), Some(rx))
+        }
+        None => (None, None),
+    };
     let socket = ServerSocket {
         inner: Arc::new(super::socket::SocketInner {
             id: socket_id(&server.id_seq),
@@ -109,10 +117,14 @@ pub(crate) async fn run<S>(
             inbound_processed: AtomicU64::new(0),
             closed: Mutex::new(None),
             auth: Mutex::new(super::auth::AuthSlot::default()),
-            middleware: server.middleware.lock().clone(),
+            middleware,
+            publish_filter,
             pending_requests: Arc::new(core::sync::atomic::AtomicUsize::new(0)),
         }),
     };
+    if let (Some(rx), Some(mw)) = (filtered, socket.inner.middleware.outbound.clone()) {
+        server.runtime.spawn(Box::pin(publish_out(Arc::downgrade(&socket.inner), rx, mw)));
+    }
     server.live.fetch_add(1, Ordering::AcqRel);
     server.pending_clients.fetch_add(1, Ordering::Relaxed);
     server.emit("handshake", ServerEvent::Handshake { socket: socket.clone() });
@@ -204,6 +216,42 @@ pub(crate) async fn run<S>(
     drop(kill);
     if server.live.fetch_sub(1, Ordering::AcqRel) == 1 {
         server.all_done.notify();
+    }
+}
+
+/// A socket's outbound middleware: each publication passes it in order (a slow one holds back
+/// only this socket), then is queued — the shared bytes when the data is unchanged.
+async fn publish_out(
+    socket: alloc::sync::Weak<super::socket::SocketInner>,
+    rx: async_channel::Receiver<super::Publication>,
+    mw: super::middleware::OutboundMw,
+) {
+    while let Ok(p) = rx.recv().await {
+        let Some(inner) = socket.upgrade() else { return };
+        let socket = ServerSocket { inner };
+        let action = super::OutboundAction {
+            socket: socket.clone(),
+            channel: String::from(p.channel()),
+            data: p.data().cloned(),
+        };
+        match mw(action).await {
+            Ok(a) if a.channel == p.channel() && a.data.as_ref() == p.data() => {
+                socket.inner.out.text(p.frame_bytes().clone());
+            }
+            Ok(a) => {
+                if let Ok(frame) = packet::encode_publish(&a.channel, a.data.as_ref()) {
+                    socket.inner.out.text(frame);
+                }
+            }
+            Err(b) => {
+                let e = b.error.clone().unwrap_or_else(|| b.client_error("outbound", "publishOut"));
+                socket.inner.listeners.write("error", SocketEvent::Error(e.clone()));
+                socket
+                    .inner
+                    .server
+                    .emit("warning", ServerEvent::Warning { error: e, socket: Some(socket.clone()) });
+            }
+        }
     }
 }
 
@@ -539,7 +587,10 @@ impl Driver {
                 ),
             ));
         }
-        let sub = Subscriber::socket(inner.subscriber_id, inner.out.clone(), inner.listeners.clone());
+        let sub = match &inner.publish_filter {
+            Some(tx) => Subscriber::filtered(inner.subscriber_id, tx.clone()),
+            None => Subscriber::socket(inner.subscriber_id, inner.out.clone(), inner.listeners.clone()),
+        };
         self.server.broker.subscribe(String::from(channel), sub).await.map_err(|e| {
             RemoteError::new(
                 "BrokerError",
@@ -573,6 +624,9 @@ impl Driver {
         let inner = self.socket.inner.clone();
         self.flush();
         inner.out.shut();
+        if let Some(tx) = &inner.publish_filter {
+            tx.close();
+        }
         *inner.closed.lock() = Some((code, reason.clone()));
         // Dropping the senders fails every pending invoke with BadConnectionError.
         inner.pending.lock().clear();

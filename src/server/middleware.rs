@@ -199,6 +199,7 @@ pub struct OutboundAction {
 }
 
 type Mw<A, R> = Arc<dyn Fn(A) -> BoxFuture<Result<R, Blocked>> + Send + Sync>;
+pub(crate) type OutboundMw = Mw<OutboundAction, OutboundAction>;
 
 /// The server's middleware, one async function per type (each optional).
 #[derive(Clone, Default)]

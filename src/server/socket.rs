@@ -69,6 +69,8 @@ pub(crate) struct SocketInner {
     pub(crate) auth: Mutex<super::auth::AuthSlot>,
     /// Requests of this socket alive in procedure consumers (`max_pending_requests`).
     pub(crate) pending_requests: Arc<core::sync::atomic::AtomicUsize>,
+    /// Where publications go first when the socket has outbound middleware.
+    pub(crate) publish_filter: Option<async_channel::Sender<super::Publication>>,
     /// Bound when the socket was created.
     pub(crate) middleware: Arc<super::Middleware>,
 }
