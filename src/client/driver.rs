@@ -73,6 +73,9 @@ fn set_auth_state(inner: &ClientInner, new: AuthState) {
 
 pub(super) fn set_token(inner: &ClientInner, token: String) {
     inner.state.lock().signed_token = Some(token.clone());
+    if let Err(e) = inner.tokens.save(&token) {
+        emit(inner, "error", ClientEvent::Error(RemoteError::new("AuthError", e)));
+    }
     set_auth_state(inner, AuthState::Authenticated);
     emit(inner, "authenticate", ClientEvent::Authenticate { signed_auth_token: token });
     send_due_subscriptions(inner);
@@ -80,6 +83,7 @@ pub(super) fn set_token(inner: &ClientInner, token: String) {
 
 pub(super) fn clear_token(inner: &ClientInner) {
     let had = inner.state.lock().signed_token.take().is_some();
+    inner.tokens.remove();
     set_auth_state(inner, AuthState::Unauthenticated);
     if had {
         emit(inner, "deauthenticate", ClientEvent::Deauthenticate);
@@ -187,6 +191,8 @@ async fn connection(
     }));
     let (cid, token) = {
         let mut st = inner.state.lock();
+        // The store is the source of truth (another process may have written the file).
+        st.signed_token = inner.tokens.load();
         (st.calls.next_cid(), st.signed_token.clone())
     };
     conn.handle_open(now(), cid, token.as_deref());

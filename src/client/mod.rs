@@ -12,6 +12,7 @@
 mod channel;
 mod driver;
 mod events;
+mod token_store;
 
 use alloc::boxed::Box;
 use alloc::collections::VecDeque;
@@ -32,6 +33,7 @@ use serde_json::Value;
 
 pub use channel::Channel;
 pub use events::{AuthState, ChannelEvent, ClientEvent};
+pub use token_store::{FileTokenStore, MemoryTokenStore, TokenStore};
 
 use crate::outbox::Outbox;
 use crate::protocol::backoff::Backoff;
@@ -84,8 +86,10 @@ pub struct ClientOptions {
     pub protocol_version: ProtocolVersion,
     /// Do not watch for the server's pings.
     pub ping_timeout_disabled: bool,
-    /// A signed auth token to send in the handshake.
+    /// A signed auth token to send in the handshake (saved into the token store at start).
     pub auth_token: Option<String>,
+    /// Where the token is kept between connections ([`MemoryTokenStore`] when `None`).
+    pub token_store: Option<Arc<dyn TokenStore>>,
 }
 
 impl Default for ClientOptions {
@@ -101,6 +105,7 @@ impl Default for ClientOptions {
             protocol_version: ProtocolVersion::V2,
             ping_timeout_disabled: false,
             auth_token: None,
+            token_store: None,
         }
     }
 }
@@ -163,6 +168,7 @@ pub(crate) enum Command {
 
 pub(crate) struct ClientInner {
     options: ClientOptions,
+    tokens: Arc<dyn TokenStore>,
     runtime: Arc<dyn Runtime>,
     connector: Arc<dyn Connector>,
     state: Mutex<State>,
@@ -214,8 +220,14 @@ impl Client {
         let (commands, rx) = async_channel::unbounded();
         let guard = Arc::new(HandleGuard(commands.clone()));
         let auto = options.auto_connect;
-        let signed_token = options.auth_token.clone();
+        let tokens: Arc<dyn TokenStore> =
+            options.token_store.clone().unwrap_or_else(|| Arc::new(MemoryTokenStore::default()));
+        if let Some(t) = &options.auth_token {
+            let _ = tokens.save(t);
+        }
+        let signed_token = tokens.load();
         let inner = Arc::new(ClientInner {
+            tokens,
             options,
             runtime: runtime.clone(),
             connector,
