@@ -323,11 +323,20 @@ impl ServerSocket {
         true
     }
 
-    /// Unsubscribes from and kicks out of every channel.
-    pub async fn kick_out_all<M: Serialize + Clone>(&self, message: M) {
-        for ch in self.subscriptions() {
-            self.kick_out(&ch, message.clone()).await;
+    /// Kicks the socket out of each of `channels` it is subscribed to; returns how many.
+    pub async fn kick_out_channels<M: Serialize + Clone>(&self, channels: &[&str], message: M) -> usize {
+        let mut n = 0;
+        for ch in channels {
+            n += usize::from(self.kick_out(ch, message.clone()).await);
         }
+        n
+    }
+
+    /// Kicks the socket out of every channel it is subscribed to; returns how many.
+    pub async fn kick_out_all<M: Serialize + Clone>(&self, message: M) -> usize {
+        let channels = self.subscriptions();
+        let refs: Vec<&str> = channels.iter().map(String::as_str).collect();
+        self.kick_out_channels(&refs, message).await
     }
 
     /// Inbound messages received and not yet processed.
