@@ -166,9 +166,10 @@ where
 {
     let Inbox { rx, shared } = inbox;
     let mut flushed: alloc::vec::Vec<async_channel::Sender<()>> = alloc::vec::Vec::new();
-    while let Some(Ok(first)) = unless_killed(&kill, rx.recv()).await {
+    // Frames fed to the WebSocket since the last flush.
+    let mut frames = 0usize;
+    'run: while let Some(Ok(first)) = unless_killed(&kill, rx.recv()).await {
         let mut next = Some(first);
-        let mut frames = 0usize;
         while let Some(item) = next.take() {
             match item {
                 Outbound::Text(t) => {
@@ -178,8 +179,7 @@ where
                         crate::runtime::yield_now().await;
                     }
                     if !matches!(unless_killed(&kill, ws.feed(Message::Text(t))).await, Some(Ok(()))) {
-                        rx.close();
-                        return;
+                        break 'run;
                     }
                 }
                 Outbound::Flush(done) => flushed.push(done),
@@ -189,18 +189,26 @@ where
                         let _ = unless_killed(&kill, ws.feed(Message::Close(Some(frame)))).await;
                     }
                     let _ = unless_killed(&kill, ws.close()).await;
-                    rx.close();
-                    return;
+                    break 'run;
                 }
             }
             next = rx.try_recv().ok();
         }
         if !matches!(unless_killed(&kill, ws.flush()).await, Some(Ok(()))) {
-            rx.close();
-            return;
+            break 'run;
         }
         shared.backlog.fetch_sub(frames, Ordering::Relaxed);
+        frames = 0;
         flushed.clear(); // dropping the senders signals
     }
     rx.close();
+    // The writer is done: frames it was writing and frames still queued will never be written.
+    // They no longer count as backlog (a shed or failed socket reports 0), and the queued ones are
+    // freed now, not when the last handle to the socket goes (`flushed` waiters are released too).
+    while let Ok(item) = rx.try_recv() {
+        if matches!(item, Outbound::Text(_)) {
+            frames += 1;
+        }
+    }
+    shared.backlog.fetch_sub(frames, Ordering::Relaxed);
 }

@@ -64,11 +64,13 @@ pub(super) fn send_due_subscriptions(inner: &ClientInner) {
     }
 }
 
-fn set_auth_state(inner: &ClientInner, new: AuthState) {
+/// Sets the auth state (`authStateChange` when it changed); returns the old one.
+fn set_auth_state(inner: &ClientInner, new: AuthState) -> AuthState {
     let old = core::mem::replace(&mut inner.state.lock().auth_state, new);
     if old != new {
         emit(inner, "authStateChange", ClientEvent::AuthStateChange { old, new });
     }
+    old
 }
 
 pub(super) fn set_token(inner: &ClientInner, token: String) {
@@ -82,10 +84,11 @@ pub(super) fn set_token(inner: &ClientInner, token: String) {
 }
 
 pub(super) fn clear_token(inner: &ClientInner) {
-    let had = inner.state.lock().signed_token.take().is_some();
+    inner.state.lock().signed_token = None;
     inner.tokens.remove();
-    set_auth_state(inner, AuthState::Unauthenticated);
-    if had {
+    // As in SocketCluster: `deauthenticate` only when leaving the authenticated state, not for a
+    // stored token the server never accepted (a rejected handshake token).
+    if set_auth_state(inner, AuthState::Unauthenticated) == AuthState::Authenticated {
         emit(inner, "deauthenticate", ClientEvent::Deauthenticate);
     }
 }
@@ -316,8 +319,8 @@ fn handle(
                         ClientEvent::Authenticate { signed_auth_token: String::from(t) },
                     );
                 }
-                (false, Some(_)) => clear_token(inner),
-                _ => set_auth_state(inner, AuthState::Unauthenticated),
+                // Also without a token: leaving the authenticated state emits `deauthenticate`.
+                _ => clear_token(inner),
             }
             emit(
                 inner,

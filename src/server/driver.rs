@@ -210,9 +210,13 @@ pub(crate) async fn run<S>(
             }
         }
     }
-    let done = writer_done.recv();
-    let done = core::pin::pin!(done);
-    futures::future::select(done, server.runtime.sleep_until(Instant::now() + Duration::from_secs(2))).await;
+    // A shed socket's writer is stuck on a peer that does not read: stop it at once. Otherwise
+    // give the close frame up to 2 s to reach the wire.
+    if !driver.socket.inner.out.overflowed() {
+        let done = writer_done.recv();
+        let done = core::pin::pin!(done);
+        futures::future::select(done, server.runtime.sleep_until(Instant::now() + Duration::from_secs(2))).await;
+    }
     drop(kill);
     if server.live.fetch_sub(1, Ordering::AcqRel) == 1 {
         server.all_done.notify();
@@ -346,7 +350,8 @@ impl Driver {
                 Err(e) => return (Some(t), Err(Some(e))),
             },
             Some(_) => {
-                let e = RemoteError::new("AuthTokenInvalidError", "jwt must be a string")
+                // ag-auth's refusal, mapped by socketcluster-server to AuthTokenError.
+                let e = RemoteError::new("AuthTokenError", "Invalid token format - Token must be a string")
                     .with("isBadToken", true);
                 return (None, Err(Some(e)));
             }
@@ -405,6 +410,10 @@ impl Driver {
         let inner = self.socket.inner.clone();
         match ev {
             ConnEvent::Handshake { cid, auth_token } => {
+                // socketcluster-server reads `data.authToken || null`: "", false and 0 are no token.
+                let auth_token = auth_token.filter(|t| {
+                    !matches!(t, Value::Bool(false)) && t.as_str() != Some("") && t.as_f64() != Some(0.0)
+                });
                 let (token, verified) = self.verify(auth_token).await;
                 let auth_error = verified.as_ref().err().cloned().flatten();
                 let is_authenticated = matches!(verified, Ok(Some(_)));
@@ -546,6 +555,9 @@ impl Driver {
                         self.socket.bad_token(&e, signed);
                     }
                     Err(Some(e)) => {
+                        // Not a bad token (not yet valid, or blocked by middleware): the socket is
+                        // no longer authenticated either, as the client is told.
+                        self.socket.deauthenticated(false);
                         let data = serde_json::json!({ "isAuthenticated": false, "authError": e });
                         inner.out.text(packet::encode_response(cid, Some(&data)).unwrap_or_default());
                         self.socket.bad_token(&e, signed);
@@ -582,7 +594,7 @@ impl Driver {
             return Err(RemoteError::new(
                 "BrokerError",
                 alloc::format!(
-                    "Failed to subscribe socket to the {channel} channel - Socket {} tried to exceed the channel subscription limit of {limit}",
+                    "Failed to subscribe socket to the {channel} channel - InvalidActionError: Socket {} tried to exceed the channel subscription limit of {limit}",
                     inner.id
                 ),
             ));
