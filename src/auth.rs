@@ -167,8 +167,20 @@ impl JwtAuth {
         if token.len() > MAX_TOKEN_LEN {
             return Err(invalid("jwt too large"));
         }
+        // jsonwebtoken's (JS) checks and messages, in its order: three segments, a header that
+        // decodes, a signature (`alg: none` has none), then the algorithm.
+        let segments: alloc::vec::Vec<&str> = token.split('.').collect();
+        if segments.len() != 3 {
+            return Err(invalid("jwt malformed"));
+        }
+        if !decode_segment(segments[0]).is_some_and(|h| h.is_object()) {
+            return Err(invalid("invalid token"));
+        }
+        if segments[2].trim().is_empty() {
+            return Err(invalid("jwt signature is required"));
+        }
         // The header is checked against the allow-list before any signature work.
-        let header = jsonwebtoken::decode_header(token).map_err(|_| invalid("jwt malformed"))?;
+        let header = jsonwebtoken::decode_header(token).map_err(|_| invalid("invalid algorithm"))?;
         if header.alg != self.algorithm {
             return Err(invalid("invalid algorithm"));
         }
@@ -214,6 +226,13 @@ fn claim(token: &str, name: &str) -> Option<u64> {
         base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(payload.trim_end_matches('=')).ok()?;
     let v: Value = serde_json::from_slice(&bytes).ok()?;
     v.get(name)?.as_u64()
+}
+
+/// A token segment as JSON, if it is base64url-encoded JSON.
+fn decode_segment(segment: &str) -> Option<Value> {
+    let bytes =
+        base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(segment.trim_end_matches('=')).ok()?;
+    serde_json::from_slice(&bytes).ok()
 }
 
 /// `2026-11-26T13:49:28.000Z` for seconds since the Unix epoch.

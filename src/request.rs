@@ -29,15 +29,26 @@ pub struct Request {
     cid: u64,
     sent: Arc<AtomicBool>,
     responder: Arc<dyn Respond>,
-    _pending: Option<Arc<Pending>>,
+    pending: Option<Arc<Pending>>,
 }
 
-/// Counts a socket's requests while any clone of one is alive.
-struct Pending(Arc<AtomicUsize>);
+/// Counts a socket's requests until one is answered or its last clone is dropped.
+struct Pending {
+    count: Arc<AtomicUsize>,
+    released: AtomicBool,
+}
+
+impl Pending {
+    fn release(&self) {
+        if !self.released.swap(true, Ordering::AcqRel) {
+            self.count.fetch_sub(1, Ordering::AcqRel);
+        }
+    }
+}
 
 impl Drop for Pending {
     fn drop(&mut self) {
-        self.0.fetch_sub(1, Ordering::AcqRel);
+        self.release();
     }
 }
 
@@ -60,14 +71,14 @@ impl Request {
             cid,
             sent: Arc::new(AtomicBool::new(false)),
             responder,
-            _pending: None,
+            pending: None,
         }
     }
 
-    /// A request counted in `pending` until its last clone is dropped.
+    /// A request counted in `pending` until it is answered or its last clone is dropped.
     pub(crate) fn counted(mut self, pending: &Arc<AtomicUsize>) -> Self {
         pending.fetch_add(1, Ordering::AcqRel);
-        self._pending = Some(Arc::new(Pending(pending.clone())));
+        self.pending = Some(Arc::new(Pending { count: pending.clone(), released: AtomicBool::new(false) }));
         self
     }
 
@@ -108,6 +119,11 @@ impl Request {
                 "Response to request {} has already been sent",
                 self.cid
             )));
+        }
+        // Answered: no longer waiting (before the answer is queued, so a client that invokes
+        // again as soon as it reads the answer finds the slot free).
+        if let Some(p) = &self.pending {
+            p.release();
         }
         let frame = frame()?;
         if self.responder.respond(frame) {

@@ -129,12 +129,14 @@ impl ServerSocket {
         );
     }
 
-    /// A token that failed verification: `badAuthToken` events, and `#removeAuthToken` to the
-    /// client when it is a bad token (not for "not yet valid").
+    /// A token that failed verification: when it is a bad token (`isBadToken`; not for "not yet
+    /// valid"), `#removeAuthToken` to the client and the `badAuthToken` events, as in
+    /// socketcluster-server.
     pub(crate) fn bad_token(&self, error: &RemoteError, signed: Option<String>) {
-        if is_bad_token(error)
-            && let Ok(frame) = packet::encode_transmit::<Value>("#removeAuthToken", None)
-        {
+        if !is_bad_token(error) {
+            return;
+        }
+        if let Ok(frame) = packet::encode_transmit::<Value>("#removeAuthToken", None) {
             self.inner.out.text(frame);
         }
         let signed_auth_token = signed.unwrap_or_default();
@@ -146,6 +148,9 @@ impl ServerSocket {
             "badSocketAuthToken",
             ServerEvent::BadSocketAuthToken { socket: self.clone(), error: error.clone(), signed_auth_token },
         );
+        // As SocketCluster does: the socket's `error`, the server's `warning`.
+        self.inner.listeners.write("error", SocketEvent::Error(error.clone()));
+        self.inner.server.emit("warning", ServerEvent::Warning { error: error.clone(), socket: Some(self.clone()) });
     }
 
     /// Checked on every inbound message: an expired token deauthenticates the socket (the

@@ -215,7 +215,8 @@ pub(crate) async fn run<S>(
     if !driver.socket.inner.out.overflowed() {
         let done = writer_done.recv();
         let done = core::pin::pin!(done);
-        futures::future::select(done, server.runtime.sleep_until(Instant::now() + Duration::from_secs(2))).await;
+        futures::future::select(done, server.runtime.sleep_until(Instant::now() + Duration::from_secs(2)))
+            .await;
     }
     drop(kill);
     if server.live.fetch_sub(1, Ordering::AcqRel) == 1 {
