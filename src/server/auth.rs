@@ -150,7 +150,9 @@ impl ServerSocket {
         );
         // As SocketCluster does: the socket's `error`, the server's `warning`.
         self.inner.listeners.write("error", SocketEvent::Error(error.clone()));
-        self.inner.server.emit("warning", ServerEvent::Warning { error: error.clone(), socket: Some(self.clone()) });
+        self.inner
+            .server
+            .emit("warning", ServerEvent::Warning { error: error.clone(), socket: Some(self.clone()) });
     }
 
     /// Checked on every inbound message: an expired token deauthenticates the socket (the

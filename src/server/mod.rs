@@ -7,6 +7,7 @@
 
 mod auth;
 mod broker;
+mod dispatch;
 mod driver;
 pub(crate) use driver::queue;
 mod events;
