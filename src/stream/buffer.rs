@@ -94,12 +94,9 @@ impl<T> Buffer<T> {
     }
 
     fn new_chunk(&mut self) -> usize {
-        let key = self.chunks.insert(Chunk {
-            start: self.end,
-            entries: Vec::with_capacity(CHUNK),
-            next: None,
-            readers: 0,
-        });
+        // No capacity yet: a stream that gets consumers but no writes (most of a socket's
+        // receivers and procedures) allocates no entries; the first push reserves a full chunk.
+        let key = self.chunks.insert(Chunk { start: self.end, entries: Vec::new(), next: None, readers: 0 });
         match self.tail {
             Some(t) => self.chunks[t].next = Some(key),
             None => self.head = Some(key),
@@ -114,7 +111,11 @@ impl<T> Buffer<T> {
             Some(t) if self.chunks[t].entries.len() < CHUNK => t,
             _ => self.new_chunk(),
         };
-        self.chunks[tail].entries.push(entry);
+        let entries = &mut self.chunks[tail].entries;
+        if entries.capacity() == 0 {
+            entries.reserve_exact(CHUNK);
+        }
+        entries.push(entry);
         self.end += 1;
     }
 
