@@ -96,6 +96,9 @@ impl<T> Buffer<T> {
     fn new_chunk(&mut self) -> usize {
         // No capacity yet: a stream that gets consumers but no writes (most of a socket's
         // receivers and procedures) allocates no entries; the first push reserves a full chunk.
+        if self.chunks.capacity() == 0 {
+            self.chunks.reserve_exact(1); // most streams never need a second chunk
+        }
         let key = self.chunks.insert(Chunk { start: self.end, entries: Vec::new(), next: None, readers: 0 });
         match self.tail {
             Some(t) => self.chunks[t].next = Some(key),

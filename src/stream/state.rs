@@ -1,7 +1,6 @@
 //! The state a stream's handles and consumers share: the registrations, the buffer and the wakers,
 //! all under one lock, and the few flags a consumer reads without it.
 
-use alloc::collections::BTreeMap;
 use alloc::vec::Vec;
 use core::task::Waker;
 
@@ -52,7 +51,7 @@ pub(crate) struct Inner<T> {
     /// Targeted entries (`write_to_consumer`, `close_consumer`) ever appended.
     pub(crate) targeted: u64,
     pub(crate) consumers: Slab<Slot<T>>,
-    pub(crate) by_id: BTreeMap<ConsumerId, usize>,
+    pub(crate) by_id: IdIndex,
     /// Slots that registered a waker since the last write (may hold stale or repeated slots).
     pub(crate) waiting: Vec<usize>,
     /// Writers waiting for room (`write_async`), by registration number.
@@ -277,7 +276,7 @@ impl<T> Shared<T> {
             buffer: Buffer::new(),
             targeted: 0,
             consumers: Slab::new(),
-            by_id: BTreeMap::new(),
+            by_id: IdIndex::default(),
             waiting: Vec::new(),
             writers: Vec::new(),
             idle_waiters: Vec::new(),
@@ -305,5 +304,53 @@ impl<T> Shared<T> {
             }
         }
         wake_all(wakes);
+    }
+}
+
+/// Consumer ids to slab slots, sorted by id. Ids only grow, so an insert is a push; a stream has
+/// few consumers in the common case, and a `Vec` costs far less than a tree node per stream.
+#[derive(Default)]
+pub(crate) struct IdIndex(Vec<(ConsumerId, usize)>);
+
+impl IdIndex {
+    fn find(&self, id: &ConsumerId) -> Result<usize, usize> {
+        self.0.binary_search_by(|(k, _)| k.cmp(id))
+    }
+
+    pub(crate) fn insert(&mut self, id: ConsumerId, slot: usize) {
+        match self.0.last() {
+            Some((last, _)) if *last >= id => match self.find(&id) {
+                Ok(i) => self.0[i].1 = slot,
+                Err(i) => self.0.insert(i, (id, slot)),
+            },
+            _ => {
+                if self.0.capacity() == 0 {
+                    self.0.reserve_exact(1);
+                }
+                self.0.push((id, slot));
+            }
+        }
+    }
+
+    pub(crate) fn get(&self, id: &ConsumerId) -> Option<&usize> {
+        self.find(id).ok().map(|i| &self.0[i].1)
+    }
+
+    pub(crate) fn remove(&mut self, id: &ConsumerId) -> Option<usize> {
+        let i = self.find(id).ok()?;
+        let slot = self.0.remove(i).1;
+        if self.0.is_empty() {
+            self.0 = Vec::new(); // give the memory back
+        }
+        Some(slot)
+    }
+
+    pub(crate) fn contains_key(&self, id: &ConsumerId) -> bool {
+        self.find(id).is_ok()
+    }
+
+    /// `(id, slot)` pairs by ascending id.
+    pub(crate) fn iter(&self) -> impl Iterator<Item = (&ConsumerId, &usize)> {
+        self.0.iter().map(|(k, v)| (k, v))
     }
 }

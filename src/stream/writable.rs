@@ -176,6 +176,9 @@ impl<T> WritableConsumableStream<T> {
             let mut inner = self.shared.inner.lock();
             let cursor = inner.buffer.cursor_at_end();
             let targeted_before = inner.targeted;
+            if inner.consumers.capacity() == 0 {
+                inner.consumers.reserve_exact(1); // most streams have one consumer
+            }
             let slot = inner.consumers.insert(Slot {
                 id,
                 cursor,
