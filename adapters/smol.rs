@@ -74,6 +74,28 @@ pub async fn listen(addr: &str, options: ServerOptions) -> io::Result<(Server, S
     Ok((server, local))
 }
 
+/// Connects a Redis broker on smol (feature `redis`): put it in [`ServerOptions::broker`] to
+/// scale the server out across processes. Fails when Redis cannot be reached.
+///
+/// ```no_run
+/// # smol::block_on(async {
+/// use socketcluster::server::ServerOptions;
+/// use socketcluster::server::redis::RedisOptions;
+///
+/// let broker = socketcluster::smol::redis_broker(RedisOptions::new("redis://127.0.0.1:6379")).await?;
+/// let options = ServerOptions { broker: Some(broker.clone()), ..ServerOptions::default() };
+/// let (server, _addr) = socketcluster::smol::listen("127.0.0.1:8000", options).await?;
+/// broker.report_to(&server); // outages become `warning` events too
+/// # Ok::<(), std::io::Error>(())
+/// # });
+/// ```
+#[cfg(feature = "redis")]
+pub async fn redis_broker(
+    options: crate::server::redis::RedisOptions,
+) -> io::Result<Arc<crate::server::redis::RedisBroker>> {
+    crate::server::redis::RedisBroker::connect(options, runtime()).await
+}
+
 /// Opens client WebSockets over smol's TCP (plain `ws://` URLs).
 #[derive(Debug, Clone, Copy, Default)]
 pub struct SmolConnector;

@@ -5,9 +5,15 @@
 //! cargo run --release --example interop_server -- --port 8000 [--runtime smol|tokio] ...
 //! ```
 //! Prints `{"listening":"127.0.0.1:PORT"}` when ready; exits 0 on SIGTERM/SIGINT after closing
-//! its sockets (close code 1001, so JS clients reconnect). `--broker redis://...` (scale-out) is
-//! not built yet and exits with code 2.
+//! its sockets (close code 1001, so JS clients reconnect).
+//!
+//! Scale-out (feature `redis`): `--broker redis://HOST:PORT` shares channels with every other
+//! server on that Redis; `--broker redis-cluster://HOST:PORT[,HOST:PORT...]` uses a Redis Cluster
+//! with sharded pub/sub; `--redis-prefix P` sets the Redis channel prefix (`sc`). The `stats`
+//! procedure then also answers `"broker":{"connected":..,"undelivered":..,...}` (the broker's
+//! health); broker warnings go to stderr.
 
+use std::collections::HashMap;
 use std::io::Write;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -29,6 +35,9 @@ struct Args {
     runtime: String,
     options: ServerOptions,
     foo_delay: Duration,
+    /// `--broker` when it is not `memory`.
+    broker: Option<String>,
+    redis_prefix: Option<String>,
 }
 
 fn usage(msg: &str) -> ! {
@@ -43,6 +52,8 @@ fn parse_args() -> Args {
         runtime: "smol".into(),
         options: ServerOptions::default(),
         foo_delay: Duration::from_millis(1000),
+        broker: None,
+        redis_prefix: None,
     };
     a.options.middleware = access_rules();
     let mut it = std::env::args().skip(1);
@@ -100,11 +111,19 @@ fn parse_args() -> Args {
                         .unwrap_or_else(|| usage("--max-payload needs a number of bytes")),
                 )
             }
-            "--broker" => match it.next().as_deref() {
-                Some("memory") => {}
-                Some(u) if u.starts_with("redis://") => usage("--broker redis:// is not supported yet"),
-                _ => usage("--broker must be memory or redis://HOST:PORT"),
+            "--broker" => match it.next() {
+                Some(u) if u == "memory" => a.broker = None,
+                Some(u) if u.starts_with("redis://") || u.starts_with("redis-cluster://") => {
+                    if !cfg!(feature = "redis") {
+                        usage("--broker redis:// needs the `redis` feature (cargo run --features redis ...)")
+                    }
+                    a.broker = Some(u)
+                }
+                _ => usage("--broker must be memory, redis://HOST:PORT or redis-cluster://HOST:PORT[,...]"),
             },
+            "--redis-prefix" => {
+                a.redis_prefix = Some(it.next().unwrap_or_else(|| usage("--redis-prefix needs a prefix")))
+            }
             "--auth-key" => {
                 let key = it.next().unwrap_or_else(|| usage("--auth-key needs a secret"));
                 a.options.auth = Some(JwtAuth::hs256(key));
@@ -174,8 +193,7 @@ fn access_rules() -> Middleware {
 struct SocketCtx {
     socket: ServerSocket,
     server: Server,
-    runtime: Arc<dyn Runtime>,
-    foo_log: Mutex<Vec<Value>>,
+    foo_log: FooLog,
 }
 
 const PROCEDURES: &[&str] = &[
@@ -200,44 +218,57 @@ fn invalid_arguments(message: &str) -> RemoteError {
 
 /// Set up the handlers of a socket that just connected. Runs in the `connection` loop body, before
 /// any await: consumers created here see everything the client sends after the handshake.
-fn on_connection(server: &Server, runtime: &Arc<dyn Runtime>, socket: ServerSocket, foo_delay: Duration) {
-    let ctx = Arc::new(SocketCtx {
-        socket: socket.clone(),
-        server: server.clone(),
-        runtime: runtime.clone(),
-        foo_log: Mutex::new(Vec::new()),
-    });
+/// One socket's `foo` messages, as its delayed consumer iterated them.
+type FooLog = Arc<Mutex<Vec<Value>>>;
 
+/// Each socket's `foo` log, by socket id, for `foo-log`.
+static FOO_LOGS: Mutex<Option<HashMap<String, FooLog>>> = Mutex::new(None);
+
+fn foo_log_of(socket: &ServerSocket) -> FooLog {
+    let mut logs = FOO_LOGS.lock().unwrap_or_else(|e| e.into_inner());
+    logs.get_or_insert_with(HashMap::new).entry(socket.id().to_string()).or_default().clone()
+}
+
+/// Set up what is per socket: runs in the `connection` loop body, before any await, so the `foo`
+/// consumer sees everything the client sends after the handshake.
+fn on_connection(runtime: &Arc<dyn Runtime>, socket: ServerSocket, foo_delay: Duration) {
     // `foo`: the consumer exists from now on; it is read only after the delay.
     let mut foo_messages = socket.receiver("foo");
-    let c = ctx.clone();
+    let log = foo_log_of(&socket);
+    let rt = runtime.clone();
     runtime.spawn(Box::pin(async move {
-        c.runtime.sleep_until(Instant::now() + foo_delay).await;
+        rt.sleep_until(Instant::now() + foo_delay).await;
         while let Some(v) = foo_messages.next().await {
-            c.foo_log.lock().unwrap_or_else(|e| e.into_inner()).push(v);
+            log.lock().unwrap_or_else(|e| e.into_inner()).push(v);
+        }
+        // The socket closed (its receivers are killed then): forget its log.
+        if let Some(logs) = FOO_LOGS.lock().unwrap_or_else(|e| e.into_inner()).as_mut() {
+            logs.remove(socket.id());
         }
     }));
+}
 
-    // `echo` receiver.
-    let mut echo = socket.receiver("echo").into_raw();
-    let s = socket.clone();
+/// The handlers shared by all sockets: server-wide consumers, one per receiver and procedure
+/// (a socket costs no consumer for them).
+fn start_handlers(server: &Server, runtime: &Arc<dyn Runtime>) {
+    let mut echo = server.receiver("echo");
     runtime.spawn(Box::pin(async move {
-        while let Some(v) = echo.next().await {
+        while let Some((socket, v)) = echo.next().await {
             let _ = match v {
-                Some(v) => s.transmit("echo", v),
-                None => s.transmit_empty("echo"),
+                Some(v) => socket.transmit("echo", v),
+                None => socket.transmit_empty("echo"),
             };
         }
     }));
 
     // Procedures: one task for all of them; slow ones get a task of their own.
-    let mut requests = select_all(PROCEDURES.iter().map(|p| socket.procedure(p)));
-    let c = ctx.clone();
-    runtime.spawn(Box::pin(async move {
-        while let Some(req) = requests.next().await {
+    let mut requests = select_all(PROCEDURES.iter().map(|p| server.procedure(p)));
+    let (server, runtime) = (server.clone(), runtime.clone());
+    runtime.clone().spawn(Box::pin(async move {
+        while let Some((socket, req)) = requests.next().await {
+            let c = SocketCtx { foo_log: foo_log_of(&socket), socket, server: server.clone() };
             if matches!(req.procedure(), "call-me-back" | "kick" | "server-publish") {
-                let c = c.clone();
-                c.runtime.clone().spawn(Box::pin(async move { handle(&c, req).await }));
+                runtime.spawn(Box::pin(async move { handle(&c, req).await }));
             } else {
                 handle(&c, req).await;
             }
@@ -312,21 +343,26 @@ async fn handle(c: &SocketCtx, req: Request) {
         "stats" => {
             let channels: serde_json::Map<String, Value> =
                 c.server.broker().channels().into_iter().map(|(k, n)| (k, json!(n))).collect();
-            req.end(json!({ "clients": c.server.clients_count(), "channels": channels }))
+            #[allow(unused_mut)] // the broker's health is added with the `redis` feature
+            let mut stats = json!({ "clients": c.server.clients_count(), "channels": channels });
+            #[cfg(feature = "redis")]
+            if let Some(b) = redis::BROKER.get() {
+                stats["broker"] = redis::health(b);
+            }
+            req.end(stats)
         }
         _ => Ok(()),
     };
 }
 
 async fn serve(
-    server: Server,
     mut connections: socketcluster::stream::Consumer<ServerEvent>,
     runtime: Arc<dyn Runtime>,
     foo_delay: Duration,
 ) {
     while let Some(ev) = connections.next().await {
         if let ServerEvent::Connection { socket, .. } = ev {
-            on_connection(&server, &runtime, socket, foo_delay);
+            on_connection(&runtime, socket, foo_delay);
         }
     }
 }
@@ -334,6 +370,7 @@ async fn serve(
 async fn run(server: Server, addr: std::net::SocketAddr, runtime: Arc<dyn Runtime>, foo_delay: Duration) {
     // Listen for connections before saying we are ready, so the first client gets its handlers.
     let connections = server.listener("connection");
+    start_handlers(&server, &runtime);
     print_line(&json!({ "listening": addr.to_string() }));
     let (stop_tx, stop_rx) = async_channel::bounded::<()>(1);
     if let Err(e) = ctrlc::set_handler(move || {
@@ -342,33 +379,122 @@ async fn run(server: Server, addr: std::net::SocketAddr, runtime: Arc<dyn Runtim
         eprintln!("interop_server: cannot install the signal handler: {e}");
         std::process::exit(1);
     }
-    runtime.spawn(Box::pin(serve(server.clone(), connections, runtime.clone(), foo_delay)));
+    runtime.spawn(Box::pin(serve(connections, runtime.clone(), foo_delay)));
     let _ = stop_rx.recv().await;
     server.close(1001, "", Duration::from_secs(2)).await;
+    // The sockets are closed; exit now rather than wait for the runtime to wind down its tasks.
+    let _ = std::io::stdout().flush();
+    std::process::exit(0);
 }
 
 fn main() {
-    let args = parse_args();
+    let mut args = parse_args();
     let addr = format!("{}:{}", args.host, args.port);
     let fail = |e: std::io::Error| -> ! {
         eprintln!("interop_server: cannot listen on {addr}: {e}");
         std::process::exit(1);
     };
+    let broker = args.broker.take();
+    let prefix = args.redis_prefix.take();
     match args.runtime.as_str() {
         #[cfg(feature = "tokio")]
         "tokio" => {
             let rt =
                 tokio::runtime::Builder::new_multi_thread().enable_all().build().unwrap_or_else(|e| fail(e));
             rt.block_on(async {
+                #[cfg(feature = "redis")]
+                if let Some(url) = &broker {
+                    let b = socketcluster::tokio::redis_broker(redis::options(url, prefix.as_deref()))
+                        .await
+                        .unwrap_or_else(|e| redis::fail(url, e));
+                    args.options.broker = Some(redis::install(b, &socketcluster::tokio::runtime()));
+                }
                 let (server, local) =
                     socketcluster::tokio::listen(&addr, args.options).await.unwrap_or_else(|e| fail(e));
+                #[cfg(feature = "redis")]
+                redis::report_to(&server);
                 run(server, local, socketcluster::tokio::runtime(), args.foo_delay).await;
             });
         }
         _ => smol::block_on(async {
+            #[cfg(feature = "redis")]
+            if let Some(url) = &broker {
+                let b = socketcluster::smol::redis_broker(redis::options(url, prefix.as_deref()))
+                    .await
+                    .unwrap_or_else(|e| redis::fail(url, e));
+                args.options.broker = Some(redis::install(b, &socketcluster::smol::runtime()));
+            }
             let (server, local) =
                 socketcluster::smol::listen(&addr, args.options).await.unwrap_or_else(|e| fail(e));
+            #[cfg(feature = "redis")]
+            redis::report_to(&server);
             run(server, local, socketcluster::smol::runtime(), args.foo_delay).await;
         }),
+    }
+    #[cfg(not(feature = "redis"))]
+    let _ = (broker, prefix);
+}
+
+/// `--broker redis://...`: the Redis broker of this process.
+#[cfg(feature = "redis")]
+mod redis {
+    use std::sync::{Arc, OnceLock};
+
+    use futures::StreamExt;
+    use serde_json::{Value, json};
+    use socketcluster::runtime::Runtime;
+    use socketcluster::server::redis::{RedisBroker, RedisOptions};
+    use socketcluster::server::{Broker, Server};
+
+    pub(crate) static BROKER: OnceLock<Arc<RedisBroker>> = OnceLock::new();
+
+    /// `redis://HOST:PORT`, or `redis-cluster://HOST:PORT[,HOST:PORT...]`.
+    pub(crate) fn options(url: &str, prefix: Option<&str>) -> RedisOptions {
+        let o = match url.strip_prefix("redis-cluster://") {
+            Some(nodes) => RedisOptions::cluster(nodes.split(',').map(|n| format!("redis://{n}"))),
+            None => RedisOptions::new(url),
+        };
+        match prefix {
+            Some(p) => o.with_prefix(p),
+            None => o,
+        }
+    }
+
+    pub(crate) fn fail(url: &str, e: std::io::Error) -> ! {
+        eprintln!("interop_server: cannot connect to Redis at {url}: {e}");
+        std::process::exit(1);
+    }
+
+    /// Keeps the broker for `stats` and logs its events to stderr.
+    pub(crate) fn install(broker: Arc<RedisBroker>, runtime: &Arc<dyn Runtime>) -> Arc<dyn Broker> {
+        let mut events = broker.events();
+        runtime.spawn(Box::pin(async move {
+            while let Some(e) = events.next().await {
+                eprintln!("interop_server: redis broker: {e:?}");
+            }
+        }));
+        let _ = BROKER.set(broker.clone());
+        broker
+    }
+
+    pub(crate) fn report_to(server: &Server) {
+        if let Some(b) = BROKER.get() {
+            b.report_to(server);
+        }
+    }
+
+    pub(crate) fn health(b: &RedisBroker) -> Value {
+        let h = b.health();
+        json!({
+            "instanceId": b.instance_id(),
+            "connected": h.connected,
+            "outages": h.outages,
+            "redisChannels": h.redis_channels,
+            "localChannels": h.local_channels,
+            "published": h.published,
+            "undelivered": h.undelivered,
+            "received": h.received,
+            "ignored": h.ignored,
+        })
     }
 }

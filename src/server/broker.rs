@@ -52,6 +52,13 @@ impl Publication {
         self.frame.as_str()
     }
 
+    /// A publication whose frame was encoded elsewhere (by another process, received through
+    /// Redis): `frame` is the `#publish` frame of `channel` and `data`.
+    #[cfg(feature = "redis")]
+    pub(crate) fn from_frame(channel: &str, data: Option<Value>, frame: String) -> Self {
+        Self { channel: Arc::from(channel), data, frame: Utf8Bytes::from(frame) }
+    }
+
     pub(crate) fn frame_bytes(&self) -> &Utf8Bytes {
         &self.frame
     }

@@ -73,6 +73,9 @@ impl Driver {
             ConnEvent::Transmit { event, data } => {
                 let action = InboundAction::Transmit { socket: self.socket.clone(), event, data };
                 if let Ok(InboundAction::Transmit { event, data, .. }) = self.inbound(action).await {
+                    if self.server.receivers.consumer_count(&event) > 0 {
+                        self.server.receivers.write(&event, (self.socket.clone(), data.clone()));
+                    }
                     inner.receivers.write(&event, data);
                 }
             }

@@ -377,6 +377,9 @@ impl Driver {
             return;
         }
         let req = Request::new(procedure, data, cid, inner.clone()).counted(&inner.pending_requests);
+        if self.server.procedures.consumer_count(procedure) > 0 {
+            self.server.procedures.write(procedure, (self.socket.clone(), req.clone()));
+        }
         inner.procedures.write(procedure, req);
     }
 

@@ -13,6 +13,8 @@ pub(crate) use driver::queue;
 mod events;
 mod exchange;
 mod middleware;
+#[cfg(feature = "redis")]
+pub mod redis;
 mod socket;
 mod upgrade;
 
@@ -136,6 +138,9 @@ pub(crate) struct ServerShared {
     pub(crate) runtime: Arc<dyn Runtime>,
     pub(crate) broker: Arc<dyn Broker>,
     pub(crate) listeners: StreamDemux<ServerEvent>,
+    /// Server-wide receivers and procedures (every socket's transmits and invokes).
+    pub(crate) receivers: StreamDemux<(ServerSocket, Option<serde_json::Value>)>,
+    pub(crate) procedures: StreamDemux<(ServerSocket, crate::request::Request)>,
     pub(crate) clients: Mutex<HashMap<String, ServerSocket>>,
     pub(crate) pending_clients: AtomicU64,
     pub(crate) next_subscriber: AtomicU64,
@@ -256,6 +261,8 @@ impl Server {
                 runtime,
                 broker,
                 listeners: StreamDemux::new(),
+                receivers: StreamDemux::new(),
+                procedures: StreamDemux::new(),
                 clients: Mutex::new(HashMap::new()),
                 pending_clients: AtomicU64::new(0),
                 next_subscriber,
@@ -280,6 +287,41 @@ impl Server {
     /// `warning`.
     pub fn listener(&self, event: &str) -> Consumer<ServerEvent> {
         self.shared.listeners.create_consumer(event)
+    }
+
+    /// A consumer of every socket's transmits of `event`, with the socket (`None`: the transmit
+    /// had no data). A Rust addition to SocketCluster's API: one consumer for all sockets instead
+    /// of one per socket — cheaper with many sockets. A socket's own
+    /// [`receiver`](ServerSocket::receiver) consumers get the same transmits.
+    ///
+    /// ```no_run
+    /// # async fn f(server: socketcluster::server::Server) {
+    /// use futures::StreamExt;
+    /// let mut chat = server.receiver("chat");
+    /// while let Some((socket, data)) = chat.next().await {
+    ///     println!("{} says {data:?}", socket.id());
+    /// }
+    /// # }
+    /// ```
+    pub fn receiver(&self, event: &str) -> Consumer<(ServerSocket, Option<serde_json::Value>)> {
+        self.shared.receivers.create_consumer(event)
+    }
+
+    /// A consumer of every socket's invokes of `procedure`, with the socket. The
+    /// [`Request`](crate::request::Request) is shared with the socket's own
+    /// [`procedure`](ServerSocket::procedure) consumers: the first answer wins.
+    ///
+    /// ```no_run
+    /// # async fn f(server: socketcluster::server::Server) {
+    /// use futures::StreamExt;
+    /// let mut echo = server.procedure("echo");
+    /// while let Some((_socket, request)) = echo.next().await {
+    ///     let _ = request.end_value(request.raw_data().cloned());
+    /// }
+    /// # }
+    /// ```
+    pub fn procedure(&self, procedure: &str) -> Consumer<(ServerSocket, crate::request::Request)> {
+        self.shared.procedures.create_consumer(procedure)
     }
 
     /// The listeners (for close, kill, stats and backpressure of listener streams).
@@ -327,7 +369,7 @@ impl Server {
     pub fn websocket_config(&self) -> WebSocketConfig {
         let max = self.shared.options.max_payload.unwrap_or(64 << 20);
         WebSocketConfig::default()
-            .read_buffer_size(4096)
+            .read_buffer_size(1024)
             .write_buffer_size(16 * 1024)
             .max_message_size(Some(max))
             .max_frame_size(Some(max))
