@@ -53,9 +53,15 @@ pub(crate) struct Cursor {
     pub(crate) pos: u64,
 }
 
+/// Chunks freed under the lock, to be dropped after it is released: dropping an entry runs user
+/// code (a value's `Drop`), which may even drop the stream's last handle, and that locks again.
+pub(crate) struct Graveyard<T>(#[allow(dead_code, reason = "held only to be dropped later")] Vec<Chunk<T>>);
+
 /// The buffer. All methods run under the stream's lock.
 pub(crate) struct Buffer<T> {
     chunks: Slab<Chunk<T>>,
+    /// Freed chunks not yet dropped (see [`Graveyard`]).
+    graveyard: Vec<Chunk<T>>,
     head: Option<usize>,
     tail: Option<usize>,
     /// Sequence number the next pushed entry gets.
@@ -64,7 +70,17 @@ pub(crate) struct Buffer<T> {
 
 impl<T> Buffer<T> {
     pub(crate) const fn new() -> Self {
-        Self { chunks: Slab::new(), head: None, tail: None, end: 0 }
+        Self { chunks: Slab::new(), graveyard: Vec::new(), head: None, tail: None, end: 0 }
+    }
+
+    /// Takes the freed chunks, for the caller to drop once the lock is released.
+    pub(crate) fn take_graveyard(&mut self) -> Graveyard<T> {
+        Graveyard(core::mem::take(&mut self.graveyard))
+    }
+
+    /// Whether freed chunks wait to be dropped.
+    pub(crate) fn has_graveyard(&self) -> bool {
+        !self.graveyard.is_empty()
     }
 
     /// Sequence number the next pushed entry gets.
@@ -157,12 +173,13 @@ impl<T> Buffer<T> {
             }
             match c.next {
                 Some(next) => {
-                    self.chunks.remove(h);
+                    let freed = self.chunks.remove(h);
+                    self.graveyard.push(freed);
                     self.head = Some(next);
                 }
                 None => {
                     // The tail chunk with no reader left: nobody reads the buffer at all.
-                    self.chunks.clear();
+                    self.graveyard.extend(self.chunks.drain());
                     self.head = None;
                     self.tail = None;
                 }

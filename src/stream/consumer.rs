@@ -80,7 +80,7 @@ impl<T> Consumer<T> {
         if self.done || self.flags.ended.load(Ordering::Acquire) {
             return 0;
         }
-        let inner = self.shared.inner.lock();
+        let inner = self.shared.lock();
         match inner.consumers.get(self.slot) {
             Some(s) if s.id == self.id => s.backpressure(inner.mark()),
             _ => 0,
@@ -192,7 +192,7 @@ impl<T: Clone> Consumer<T> {
     fn poll_shared(&mut self, cx: &mut Context<'_>) -> Poll<Option<T>> {
         let mut wakes = Wakes::new();
         let shared = self.shared.clone();
-        let mut guard = shared.inner.lock();
+        let mut guard = shared.lock();
         let inner = &mut *guard;
         if !matches!(inner.consumers.get(self.slot), Some(s) if s.id == self.id) {
             // Killed between the flag check and the lock.
@@ -317,7 +317,7 @@ impl<T> Drop for Consumer<T> {
         }
         let mut wakes = Wakes::new();
         {
-            let mut inner = self.shared.inner.lock();
+            let mut inner = self.shared.lock();
             if matches!(inner.consumers.get(self.slot), Some(s) if s.id == self.id) {
                 inner.remove_slot(self.slot, &mut wakes);
             }

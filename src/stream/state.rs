@@ -297,13 +297,53 @@ impl<T> Shared<T> {
     pub(crate) fn notify_writers(&self) {
         let mut wakes = Wakes::new();
         {
-            let mut inner = self.inner.lock();
+            let mut inner = self.lock();
             inner.wake_writers_if_room(&mut wakes);
             if inner.writers.is_empty() {
                 self.writers_waiting.store(false, Ordering::Relaxed);
             }
         }
         wake_all(wakes);
+    }
+}
+
+/// The stream's lock, held: dereferences to [`Inner`]. On release it drops the chunks freed
+/// meanwhile *after* unlocking, so a value's `Drop` never runs under the lock (it may drop the
+/// stream's last handle, which locks again).
+pub(crate) struct InnerGuard<'a, T> {
+    guard: Option<crate::sync::MutexGuard<'a, Inner<T>>>,
+}
+
+impl<T> core::ops::Deref for InnerGuard<'_, T> {
+    type Target = Inner<T>;
+
+    fn deref(&self) -> &Inner<T> {
+        self.guard.as_deref().unwrap_or_else(|| unreachable!("the guard is only taken in drop"))
+    }
+}
+
+impl<T> core::ops::DerefMut for InnerGuard<'_, T> {
+    fn deref_mut(&mut self) -> &mut Inner<T> {
+        self.guard.as_deref_mut().unwrap_or_else(|| unreachable!("the guard is only taken in drop"))
+    }
+}
+
+impl<T> Drop for InnerGuard<'_, T> {
+    fn drop(&mut self) {
+        if let Some(mut guard) = self.guard.take()
+            && guard.buffer.has_graveyard()
+        {
+            let grave = guard.buffer.take_graveyard();
+            drop(guard);
+            drop(grave);
+        }
+    }
+}
+
+impl<T> Shared<T> {
+    /// Takes the stream's lock.
+    pub(crate) fn lock(&self) -> InnerGuard<'_, T> {
+        InnerGuard { guard: Some(self.inner.lock()) }
     }
 }
 

@@ -178,3 +178,29 @@ fn a_dropped_write_async_leaves_no_waker_behind() {
     assert_eq!(core::pin::Pin::new(&mut w).poll(&mut cx), Poll::Ready(1));
     assert_eq!(block_on(c.next()), Some(9));
 }
+
+/// An entry whose `Drop` drops the stream's last handle (a server event holding the last socket,
+/// which holds the server, which holds the stream): freeing it must not happen under the lock.
+#[test]
+fn an_entry_dropping_the_last_handle_does_not_deadlock() {
+    use std::sync::mpsc;
+    use std::time::Duration;
+
+    #[derive(Clone)]
+    struct Keep(
+        #[allow(dead_code)] crate::sync::Arc<crate::sync::Mutex<Option<WritableConsumableStream<Keep>>>>,
+    );
+
+    let (done, finished) = mpsc::channel();
+    std::thread::spawn(move || {
+        let stream = WritableConsumableStream::<Keep>::new();
+        let consumer = stream.create_consumer();
+        let slot = crate::sync::Arc::new(crate::sync::Mutex::new(None));
+        stream.write(Keep(slot.clone()));
+        *slot.lock() = Some(stream); // the buffered entry now holds the last handle
+        drop(slot);
+        drop(consumer); // frees the chunk: drops the entry, the handle, and locks again
+        let _ = done.send(());
+    });
+    assert!(finished.recv_timeout(Duration::from_secs(10)).is_ok(), "dropping the consumer deadlocked");
+}

@@ -69,7 +69,7 @@ pub struct WritableConsumableStream<T> {
 
 impl<T> fmt::Debug for WritableConsumableStream<T> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let inner = self.shared.inner.lock();
+        let inner = self.shared.lock();
         f.debug_struct("WritableConsumableStream")
             .field("consumers", &inner.consumers.len())
             .field("limit", &inner.limit)
@@ -98,7 +98,7 @@ impl<T> Drop for WritableConsumableStream<T> {
         }
         let mut wakes = Wakes::new();
         {
-            let mut inner = self.shared.inner.lock();
+            let mut inner = self.shared.lock();
             inner.dropped = true;
             let inner = &mut *inner;
             for (_, s) in inner.consumers.iter_mut() {
@@ -142,7 +142,7 @@ impl<T> WritableConsumableStream<T> {
 
     fn with_inner<R>(&self, f: impl FnOnce(&mut Inner<T>, &mut Wakes) -> R) -> R {
         let mut wakes = Wakes::new();
-        let r = f(&mut self.shared.inner.lock(), &mut wakes);
+        let r = f(&mut self.shared.lock(), &mut wakes);
         wake_all(wakes);
         r
     }
@@ -150,18 +150,18 @@ impl<T> WritableConsumableStream<T> {
     /// Chunks stored and the node store's capacity (tests of memory release).
     #[cfg(test)]
     pub(crate) fn chunk_stats(&self) -> (usize, usize) {
-        self.shared.inner.lock().buffer.chunk_stats()
+        self.shared.lock().buffer.chunk_stats()
     }
 
     /// Writers registered as waiting for room (tests of `WriteAsync`'s drop).
     #[cfg(test)]
     pub(crate) fn waiting_writers(&self) -> usize {
-        self.shared.inner.lock().writers.len()
+        self.shared.lock().writers.len()
     }
 
     /// The limit set by [`with_limit`](Self::with_limit), if any.
     pub fn limit(&self) -> Option<usize> {
-        self.shared.inner.lock().limit
+        self.shared.lock().limit
     }
 
     /// A new consumer. It buffers every item written from now on, whenever it is polled.
@@ -173,7 +173,7 @@ impl<T> WritableConsumableStream<T> {
             end: Mutex::new(None),
         });
         let slot = {
-            let mut inner = self.shared.inner.lock();
+            let mut inner = self.shared.lock();
             let cursor = inner.buffer.cursor_at_end();
             let targeted_before = inner.targeted;
             if inner.consumers.capacity() == 0 {
@@ -312,12 +312,12 @@ impl<T> WritableConsumableStream<T> {
 
     /// The largest backlog over live consumers: items written that a consumer has not consumed.
     pub fn backpressure(&self) -> usize {
-        self.shared.inner.lock().max_backpressure()
+        self.shared.lock().max_backpressure()
     }
 
     /// Consumer `id`'s backlog; 0 for an unknown, ended or killed id.
     pub fn consumer_backpressure(&self, id: ConsumerId) -> usize {
-        let inner = self.shared.inner.lock();
+        let inner = self.shared.lock();
         inner.by_id.get(&id).map_or(0, |&slot| inner.backpressure_of(slot))
     }
 
@@ -351,17 +351,17 @@ impl<T> WritableConsumableStream<T> {
 
     /// Live consumers.
     pub fn consumer_count(&self) -> usize {
-        self.shared.inner.lock().consumers.len()
+        self.shared.lock().consumers.len()
     }
 
     /// Whether `id` is a live consumer of this stream.
     pub fn has_consumer(&self, id: ConsumerId) -> bool {
-        self.shared.inner.lock().by_id.contains_key(&id)
+        self.shared.lock().by_id.contains_key(&id)
     }
 
     /// Every live consumer's id and backlog, by ascending id.
     pub fn consumer_stats(&self) -> Vec<ConsumerStats> {
-        let inner = self.shared.inner.lock();
+        let inner = self.shared.lock();
         let mark = inner.mark();
         inner
             .by_id
@@ -405,7 +405,7 @@ impl<T> Future for WriteAsync<'_, T> {
         let shared = &this.stream.shared;
         let mut wakes = Wakes::new();
         let out = {
-            let mut inner = shared.inner.lock();
+            let mut inner = shared.lock();
             let registered = this.waiting.and_then(|n| inner.writers.iter().position(|(k, _)| *k == n));
             if inner.has_room() {
                 if let Some(i) = registered {
@@ -439,7 +439,7 @@ impl<T> Drop for WriteAsync<'_, T> {
     /// A writer that gives up (a timeout, a `select`) leaves no waker behind.
     fn drop(&mut self) {
         if let Some(n) = self.waiting {
-            let mut inner = self.stream.shared.inner.lock();
+            let mut inner = self.stream.shared.lock();
             inner.writers.retain(|(k, _)| *k != n);
             if inner.writers.is_empty() {
                 self.stream.shared.writers_waiting.store(false, Ordering::Relaxed);
@@ -464,7 +464,7 @@ impl<T> Future for Idle<'_, T> {
     type Output = ();
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
-        let mut inner = self.stream.shared.inner.lock();
+        let mut inner = self.stream.shared.lock();
         if inner.all_idle() {
             return Poll::Ready(());
         }
