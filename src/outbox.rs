@@ -97,6 +97,16 @@ impl Outbox {
         }
     }
 
+    /// Queues what a sans-IO connection asked to send.
+    pub(crate) fn transmit(&self, t: crate::protocol::Transmit) {
+        match t {
+            crate::protocol::Transmit::Text(s) => {
+                self.text(s);
+            }
+            crate::protocol::Transmit::Close { code, reason } => self.close(code, &reason),
+        }
+    }
+
     /// Whether a frame was refused for the limit.
     pub(crate) fn overflowed(&self) -> bool {
         self.shared.overflowed.load(Ordering::Acquire)

@@ -128,7 +128,7 @@ pub(super) async fn run(weak: Weak<ClientInner>, commands: async_channel::Receiv
             Command::Connect => {}
         }
         reconnect_at = None;
-        let (code, reason, was_open) = connection(&inner, &commands).await;
+        let code = connection(&inner, &commands).await;
         // Reconnect?
         if !inner.options.auto_reconnect {
             continue;
@@ -144,16 +144,11 @@ pub(super) async fn run(weak: Weak<ClientInner>, commands: async_channel::Receiv
             st.connect_attempts = attempts.saturating_add(1);
             reconnect_at = Some(Instant::now() + d);
         }
-        let _ = (reason, was_open);
     }
 }
 
-/// One connection attempt, from open to close. Returns the close code, reason and whether the
-/// handshake had completed.
-async fn connection(
-    inner: &Arc<ClientInner>,
-    commands: &async_channel::Receiver<Command>,
-) -> (u16, String, bool) {
+/// One connection attempt, from open to close. Returns the close code.
+async fn connection(inner: &Arc<ClientInner>, commands: &async_channel::Receiver<Command>) -> u16 {
     let o = &inner.options;
     inner.state.lock().status = ClientState::Connecting;
     emit(inner, "connecting", ClientEvent::Connecting);
@@ -177,11 +172,11 @@ async fn connection(
         futures::future::Either::Left((Ok(halves), _)) => halves,
         futures::future::Either::Left((Err(_), _)) => {
             conn.handle_close(close::ABNORMAL, "");
-            return finish(inner, &mut conn, None).await;
+            return finish(inner, &mut conn);
         }
         futures::future::Either::Right(_) => {
             conn.handle_close(close::CONNECT_TIMEOUT, "");
-            return finish(inner, &mut conn, None).await;
+            return finish(inner, &mut conn);
         }
     };
     let (out, inbox) = Outbox::new();
@@ -203,15 +198,15 @@ async fn connection(
     let mut cmds = core::pin::pin!(commands.clone());
     loop {
         while let Some(t) = conn.poll_transmit() {
-            crate::server::queue(&out, t);
+            out.transmit(t);
         }
         while let Some(ev) = conn.poll_event() {
             if let ConnEvent::Closed { .. } = ev {
                 while let Some(t) = conn.poll_transmit() {
-                    crate::server::queue(&out, t);
+                    out.transmit(t);
                 }
                 out.shut();
-                let result = closed(inner, ev, &out).await;
+                let result = closed(inner, ev);
                 // Let the close frame reach the wire (bounded), then stop the writer.
                 let done = writer_done.recv();
                 let done = core::pin::pin!(done);
@@ -222,9 +217,9 @@ async fn connection(
                 .await;
                 return result;
             }
-            handle(inner, &mut conn, &out, ev, token.as_deref());
+            handle(inner, &out, ev, token.as_deref());
             while let Some(t) = conn.poll_transmit() {
-                crate::server::queue(&out, t);
+                out.transmit(t);
             }
         }
         match conn.poll_timeout() {
@@ -280,27 +275,14 @@ async fn connection(
 }
 
 /// The attempt failed before a WebSocket existed.
-async fn finish(
-    inner: &Arc<ClientInner>,
-    conn: &mut ClientConnection,
-    _out: Option<&Outbox>,
-) -> (u16, String, bool) {
-    let (out, _rx) = Outbox::new();
-    out.shut();
+fn finish(inner: &Arc<ClientInner>, conn: &mut ClientConnection) -> u16 {
     match conn.poll_event() {
-        Some(ev @ ConnEvent::Closed { .. }) => closed(inner, ev, &out).await,
-        _ => (close::ABNORMAL, String::new(), false),
+        Some(ev @ ConnEvent::Closed { .. }) => closed(inner, ev),
+        _ => close::ABNORMAL,
     }
 }
 
-fn handle(
-    inner: &Arc<ClientInner>,
-    conn: &mut ClientConnection,
-    out: &Outbox,
-    ev: ConnEvent,
-    token: Option<&str>,
-) {
-    let _ = conn;
+fn handle(inner: &Arc<ClientInner>, out: &Outbox, ev: ConnEvent, token: Option<&str>) {
     match ev {
         ConnEvent::Connected { id, ping_timeout, is_authenticated, auth_error } => {
             {
@@ -453,12 +435,11 @@ fn bad(event: &str, kind: AbortKind, code: u16, reason: &str) -> Error {
     Error::BadConnection { event: String::from(event), kind, code, reason: String::from(reason) }
 }
 
-/// SocketCluster's close sequence on the client.
-async fn closed(inner: &Arc<ClientInner>, ev: ConnEvent, out: &Outbox) -> (u16, String, bool) {
+/// SocketCluster's close sequence on the client; returns the close code.
+fn closed(inner: &Arc<ClientInner>, ev: ConnEvent) -> u16 {
     let ConnEvent::Closed { code, reason, was_open } = ev else {
-        return (close::ABNORMAL, String::new(), false);
+        return close::ABNORMAL;
     };
-    let _ = out;
     let kind = if was_open { AbortKind::Disconnect } else { AbortKind::ConnectAbort };
     let (pending, lost, buffered) = {
         let mut st = inner.state.lock();
@@ -497,6 +478,5 @@ async fn closed(inner: &Arc<ClientInner>, ev: ConnEvent, out: &Outbox) -> (u16, 
             }
         }
     }
-    let _ = Duration::ZERO;
-    (code, reason, was_open)
+    code
 }

@@ -21,7 +21,7 @@ use serde_json::Value;
 use super::{Blocked, InboundAction, ServerEvent, ServerShared, ServerSocket, SocketEvent};
 use crate::outbox::{Outbox, write_loop};
 use crate::protocol::server::ServerState;
-use crate::protocol::{RemoteError, ServerConfig, ServerConnection, Transmit, close, packet};
+use crate::protocol::{RemoteError, ServerConfig, ServerConnection, close, packet};
 use crate::request::Request;
 use crate::runtime::{BoxFuture, yield_now};
 use crate::stream::StreamDemux;
@@ -30,15 +30,6 @@ use crate::sync::Mutex;
 /// Frames and events a driver handles in a row before it lets other tasks run: a client that
 /// keeps its socket full must not monopolize an executor thread (smol has no cooperative budget).
 const BURST: u32 = 64;
-
-pub(crate) fn queue(out: &Outbox, t: Transmit) {
-    match t {
-        Transmit::Text(s) => {
-            out.text(s);
-        }
-        Transmit::Close { code, reason } => out.close(code, &reason),
-    }
-}
 
 /// A socket id: 15 bytes (12 random, 3 from a per-process counter) in URL-safe base64, 20
 /// characters, as SocketCluster makes them.
@@ -277,7 +268,7 @@ impl Driver {
     pub(super) fn flush(&self) {
         let mut conn = self.socket.inner.conn.lock();
         while let Some(t) = conn.poll_transmit() {
-            queue(&self.socket.inner.out, t);
+            self.socket.inner.out.transmit(t);
         }
     }
 

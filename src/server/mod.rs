@@ -9,7 +9,6 @@ mod auth;
 mod broker;
 mod dispatch;
 mod driver;
-pub(crate) use driver::queue;
 mod events;
 mod exchange;
 mod middleware;

@@ -292,7 +292,7 @@ impl ServerSocket {
         let mut conn = self.inner.conn.lock();
         conn.close(code, reason);
         while let Some(t) = conn.poll_transmit() {
-            super::driver::queue(&self.inner.out, t);
+            self.inner.out.transmit(t);
         }
         drop(conn);
         let _ = self.inner.wake.try_send(());
