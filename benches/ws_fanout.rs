@@ -44,8 +44,13 @@
 //! - `setup s`: connect + handshake + subscribe of all C (from the first connect to the last ack).
 //! - `time s`: from the first publish written to the last delivery read.
 //! - `deliv/s`: total deliveries / `time s`.
-//! - `p50`/`p99`/`max ms`: end-to-end latency (publisher's send time to the subscriber's read),
-//!   from a log-linear histogram (64 buckets per power of two, < 1.6 % error; max exact).
+//! - `p50`/`p99`/`max ms`: end-to-end latency, from the publisher's send time (taken as the
+//!   publish frame is built) to the kernel's receive time on the subscriber's socket
+//!   (`SO_TIMESTAMPNS`: when the segment entered the host's network stack), from a log-linear
+//!   histogram (64 buckets per power of two, < 1.6 % error; max exact). One generator thread reads
+//!   all C subscribers, so the time it takes to get to a socket is its own queueing, not the
+//!   server's; it grows with the rate the server delivers at, so it would penalize the faster
+//!   server. `read p99 ms` is the p99 up to the generator's read, for comparison.
 //! - `peak RSS MiB`: the server's VmRSS, polled every 5 ms from `/proc/PID/status` for the whole
 //!   run. `RSS/conn KiB`: (peak − RSS before the first connection) / C; for the idle case
 //!   (RSS 1 s after the last handshake − RSS before) / C.
@@ -98,6 +103,31 @@ static BASE: OnceLock<Instant> = OnceLock::new();
 /// Nanoseconds since the process-wide base instant (the `"t"` field of every payload).
 fn now_ns() -> u64 {
     BASE.get_or_init(Instant::now).elapsed().as_nanos() as u64
+}
+
+/// The wall clock (`CLOCK_REALTIME`, the kernel's receive timestamps) minus [`now_ns`], from the
+/// closest of a few paired readings.
+static REALTIME_OFFSET: OnceLock<i128> = OnceLock::new();
+
+fn realtime_ns() -> i128 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_nanos() as i128)
+}
+
+/// A kernel receive timestamp (wall clock) on the [`now_ns`] scale.
+fn from_realtime(ts: &nix::sys::time::TimeSpec) -> u64 {
+    let offset = *REALTIME_OFFSET.get_or_init(|| {
+        (0..9)
+            .map(|_| {
+                let a = now_ns();
+                let r = realtime_ns();
+                let b = now_ns();
+                (b - a, r - (a as i128 + (b - a) as i128 / 2))
+            })
+            .min_by_key(|&(gap, _)| gap)
+            .map_or(0, |(_, off)| off)
+    });
+    let real = ts.tv_sec() as i128 * 1_000_000_000 + ts.tv_nsec() as i128;
+    (real - offset).max(0) as u64
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -461,6 +491,8 @@ struct Ws {
     end: usize,
     /// Size of the frame at `start` when it is incomplete.
     need: usize,
+    /// When the kernel received the data of the last read (ns, see [`Ws::fill`]).
+    arrived_ns: u64,
     /// When the last read returned (ns).
     read_ns: u64,
 }
@@ -476,7 +508,9 @@ impl Ws {
     async fn connect(addr: SocketAddr) -> Res<Ws> {
         let stream = TcpStream::connect(addr).await.map_err(|e| format!("connect: {e}"))?;
         stream.set_nodelay(true).map_err(|e| format!("nodelay: {e}"))?;
-        let mut ws = Ws { stream, buf: vec![0; 2048], start: 0, end: 0, need: 0, read_ns: 0 };
+        nix::sys::socket::setsockopt(&stream, nix::sys::socket::sockopt::ReceiveTimestampns, &true)
+            .map_err(|e| format!("SO_TIMESTAMPNS: {e}"))?;
+        let mut ws = Ws { stream, buf: vec![0; 2048], start: 0, end: 0, need: 0, arrived_ns: 0, read_ns: 0 };
         let req = format!(
             "GET /socketcluster/ HTTP/1.1\r\nHost: {addr}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
              Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"
@@ -540,16 +574,35 @@ impl Ws {
         Ok(Some(Frame { op, a, b: a + len }))
     }
 
-    /// Reads once (awaiting readiness); compacts and grows the buffer as needed.
+    /// Reads once (awaiting readiness); compacts and grows the buffer as needed. Records when the
+    /// read returned and when the kernel received the data (`SO_TIMESTAMPNS`: the time the
+    /// newest segment in the read entered the host's network stack; the read time when the kernel
+    /// gives none). The arrival time is what the latency columns use: it does not include this
+    /// generator's own queueing, which would otherwise penalize the server that delivers faster.
     async fn fill(&mut self) -> Res<()> {
+        use nix::sys::socket::{ControlMessageOwned, MsgFlags, recvmsg};
+        use std::os::fd::AsRawFd;
         self.compact();
+        let fd = self.stream.as_raw_fd();
+        let mut cmsg = nix::cmsg_space!(nix::sys::time::TimeSpec);
         loop {
             self.stream.readable().await.map_err(|e| format!("read: {e}"))?;
-            match self.stream.try_read(&mut self.buf[self.end..]) {
-                Ok(0) => return Err("connection closed by the server".into()),
-                Ok(n) => {
+            let buf = &mut self.buf[self.end..];
+            let got = self.stream.try_io(tokio::io::Interest::READABLE, || {
+                let mut iov = [std::io::IoSliceMut::new(buf)];
+                let msg = recvmsg::<()>(fd, &mut iov, Some(&mut cmsg), MsgFlags::empty())?;
+                let stamp = msg.cmsgs()?.find_map(|c| match c {
+                    ControlMessageOwned::ScmTimestampns(ts) => Some(from_realtime(&ts)),
+                    _ => None,
+                });
+                Ok((msg.bytes, stamp))
+            });
+            match got {
+                Ok((0, _)) => return Err("connection closed by the server".into()),
+                Ok((n, stamp)) => {
                     self.end += n;
                     self.read_ns = now_ns();
+                    self.arrived_ns = stamp.map_or(self.read_ns, |t| t.min(self.read_ns));
                     return Ok(());
                 }
                 Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => continue,
@@ -650,7 +703,10 @@ struct Counters {
 struct Shared {
     channels: Vec<String>,
     subs: Vec<SubState>,
+    /// Publisher's send time to the kernel's receive time.
     hist: Hist,
+    /// Publisher's send time to this generator's read (includes its own queueing).
+    read_hist: Hist,
     c: Counters,
     remaining: usize,
     ready: usize,
@@ -663,7 +719,7 @@ struct Shared {
 }
 
 impl Shared {
-    fn on_delivery(&mut self, idx: usize, frame: &[u8], now: u64) -> Res<()> {
+    fn on_delivery(&mut self, idx: usize, frame: &[u8], now: u64, read: u64) -> Res<()> {
         let Some((channel, seq, t)) = parse_delivery(frame) else {
             return Err(format!(
                 "unexpected frame: {}",
@@ -678,8 +734,9 @@ impl Shared {
             ));
         }
         self.c.deliveries += 1;
-        self.last_ns = now;
+        self.last_ns = read;
         self.hist.record(now.saturating_sub(t));
+        self.read_hist.record(read.saturating_sub(t));
         if seq >= sub.expect {
             self.c.dup += 1;
             return Ok(());
@@ -741,7 +798,7 @@ async fn subscriber_inner(
             while let Some(f) = ws.next_frame()? {
                 match f.op {
                     1 if f.a == f.b => pong = true,
-                    1 => s.on_delivery(idx, &ws.buf[f.a..f.b], ws.read_ns)?,
+                    1 => s.on_delivery(idx, &ws.buf[f.a..f.b], ws.arrived_ns, ws.read_ns)?,
                     _ => {
                         control = Some(f);
                         break;
@@ -989,6 +1046,7 @@ struct RunResult {
     p50_ms: f64,
     p99_ms: f64,
     max_ms: f64,
+    read_p99_ms: f64,
     peak_rss_kib: u64,
     rss_per_conn_kib: f64,
     srv_cpu: f64,
@@ -1131,6 +1189,7 @@ async fn drive(env: &Env, case: &Case, server: &Server) -> RunResult {
         channels,
         subs,
         hist: Hist::new(),
+        read_hist: Hist::new(),
         c: Counters::default(),
         remaining: if case.idle { 0 } else { case.subs },
         ready: 0,
@@ -1245,6 +1304,7 @@ async fn drive(env: &Env, case: &Case, server: &Server) -> RunResult {
     r.p50_ms = s.hist.quantile(0.50) as f64 / 1e6;
     r.p99_ms = s.hist.quantile(0.99) as f64 / 1e6;
     r.max_ms = s.hist.max as f64 / 1e6;
+    r.read_p99_ms = s.read_hist.quantile(0.99) as f64 / 1e6;
     r.peak_rss_kib = poller.peak();
     r.rss_per_conn_kib = r.peak_rss_kib.saturating_sub(base_rss) as f64 / case.subs as f64;
     r
@@ -1290,14 +1350,14 @@ fn ratio(a: f64, b: f64) -> String {
     if a.is_nan() || b.is_nan() || b == 0.0 { "–".into() } else { format!("{:.2}", a / b) }
 }
 
-const HEADER: &str = "| case | server | setup s | time s | deliv/s | p50 ms | p99 ms | max ms | lost | ooo | dup | peak RSS MiB | RSS/conn KiB | srv CPU s | gen CPU s | other CPU s |";
+const HEADER: &str = "| case | server | setup s | time s | deliv/s | p50 ms | p99 ms | max ms | read p99 ms | lost | ooo | dup | peak RSS MiB | RSS/conn KiB | srv CPU s | gen CPU s | other CPU s |";
 
 fn row(case: &Case, server: &str, rs: &[RunResult]) -> String {
     let m = |g: fn(&RunResult) -> f64| mean(rs, g);
     let sum = |g: fn(&RunResult) -> u64| rs.iter().map(g).sum::<u64>();
     let lat = |v: f64| if case.idle { "–".to_owned() } else { sig(v) };
     format!(
-        "| {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} |",
+        "| {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} |",
         case.name,
         server,
         f(m(|r| r.setup_s), 2),
@@ -1306,6 +1366,7 @@ fn row(case: &Case, server: &str, rs: &[RunResult]) -> String {
         lat(m(|r| r.p50_ms)),
         lat(m(|r| r.p99_ms)),
         lat(m(|r| r.max_ms)),
+        lat(m(|r| r.read_p99_ms)),
         sum(|r| r.lost),
         sum(|r| r.ooo),
         sum(|r| r.dup),

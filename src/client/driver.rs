@@ -1,7 +1,6 @@
 //! The client's connection task: connection attempts, the sans-IO connection of each, the close
 //! sequence and reconnect scheduling.
 
-use alloc::boxed::Box;
 use alloc::string::String;
 use alloc::sync::{Arc, Weak};
 use alloc::vec::Vec;
@@ -13,7 +12,7 @@ use futures::{Stream, StreamExt};
 use serde_json::Value;
 
 use super::{AuthState, Buffered, ChannelEvent, ClientEvent, ClientInner, ClientState, Command, WsStream};
-use crate::outbox::{Outbox, write_loop};
+use crate::outbox::{Outbox, Writer};
 use crate::protocol::channels::ChannelState;
 use crate::protocol::client::{ClientConfig, ClientConnection, ClientEvent as ConnEvent};
 use crate::protocol::close::{self, Reconnect};
@@ -179,14 +178,8 @@ async fn connection(inner: &Arc<ClientInner>, commands: &async_channel::Receiver
             return finish(inner, &mut conn);
         }
     };
-    let (out, inbox) = Outbox::new();
-    // Dropped when this connection ends: stops a writer stuck on a server that does not read.
-    let (_kill, killed) = async_channel::bounded::<()>(1);
-    let (written, writer_done) = async_channel::bounded::<()>(1);
-    inner.runtime.spawn(Box::pin(async move {
-        write_loop(sink, inbox, killed).await;
-        drop(written);
-    }));
+    // `writer_done` fails once the connection's writing is over (the close frame is out).
+    let (out, writer_done) = Outbox::new(&Writer::spawn(&*inner.runtime), sink, None, None);
     let (cid, token) = {
         let mut st = inner.state.lock();
         // The store is the source of truth (another process may have written the file).
@@ -215,6 +208,8 @@ async fn connection(inner: &Arc<ClientInner>, commands: &async_channel::Receiver
                     inner.runtime.sleep_until(Instant::now() + Duration::from_secs(1)),
                 )
                 .await;
+                // A server that does not read must not keep the writing alive.
+                out.kill();
                 return result;
             }
             handle(inner, &out, ev, token.as_deref());

@@ -19,7 +19,7 @@ use futures::{Stream, StreamExt};
 use serde_json::Value;
 
 use super::{Blocked, InboundAction, ServerEvent, ServerShared, ServerSocket, SocketEvent};
-use crate::outbox::{Outbox, write_loop};
+use crate::outbox::Outbox;
 use crate::protocol::server::ServerState;
 use crate::protocol::{RemoteError, ServerConfig, ServerConnection, close, packet};
 use crate::request::Request;
@@ -57,16 +57,10 @@ pub(crate) async fn run<S>(
 {
     let (sink, mut frames) = ws.split();
     let (wake, woken) = async_channel::bounded(1);
-    let (out, inbox) = Outbox::with_limit(server.options.outbound_limit, Some(wake.clone()));
-    // The writer's end is signalled by dropping `written`, so the driver can wait for the close
+    // `writer_done` fails once the socket's writing is over, so the driver can wait for the close
     // frame to be on the wire before it reports the socket gone (and `Server::close` returns).
-    // Dropping `kill` stops a writer stuck on a peer that does not read.
-    let (written, writer_done) = async_channel::bounded::<()>(1);
-    let (kill, killed) = async_channel::bounded::<()>(1);
-    server.runtime.spawn(Box::pin(async move {
-        write_loop(sink, inbox, killed).await;
-        drop(written);
-    }));
+    let (out, writer_done) =
+        Outbox::new(server.writer(), Box::pin(sink), server.options.outbound_limit, Some(wake.clone()));
     let mut woken = core::pin::pin!(woken);
     let o = &server.options;
     let config = ServerConfig {
@@ -204,7 +198,8 @@ pub(crate) async fn run<S>(
         futures::future::select(done, server.runtime.sleep_until(Instant::now() + Duration::from_secs(2)))
             .await;
     }
-    drop(kill);
+    // A peer that does not read must not keep the socket's writing (and its memory) alive.
+    driver.socket.inner.out.kill();
     if server.live.fetch_sub(1, Ordering::AcqRel) == 1 {
         server.all_done.notify();
     }

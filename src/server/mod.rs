@@ -152,11 +152,21 @@ pub(crate) struct ServerShared {
     /// Set by `Server::close`: the adapters' accept loops stop.
     pub(crate) closing: core::sync::atomic::AtomicBool,
     pub(crate) closing_signal: event_signal::Signal,
+    /// The tasks that write the sockets' queued frames (one per available core; a socket uses
+    /// one of them for its whole life).
+    writers: Vec<Arc<crate::outbox::Writer>>,
+    next_writer: core::sync::atomic::AtomicUsize,
 }
 
 impl ServerShared {
     pub(crate) fn now(&self) -> Duration {
         self.epoch.elapsed()
+    }
+
+    /// The writer task a new socket uses (round robin).
+    pub(crate) fn writer(&self) -> &Arc<crate::outbox::Writer> {
+        let i = self.next_writer.fetch_add(1, Ordering::Relaxed);
+        &self.writers[i % self.writers.len()]
     }
 
     pub(crate) fn emit(&self, name: &str, event: ServerEvent) {
@@ -252,6 +262,10 @@ impl Server {
         let broker: Arc<dyn Broker> = options.broker.clone().unwrap_or_else(|| Arc::new(MemoryBroker::new()));
         let next_subscriber = AtomicU64::new(1);
         let exchange = Exchange::new(broker.clone(), next_subscriber.fetch_add(1, Ordering::Relaxed));
+        // One writer per core the process may run on: sockets' writes spread over a
+        // multi-threaded runtime, and a single-threaded one gets one task.
+        let cores = std::thread::available_parallelism().map_or(1, |n| n.get()).min(16);
+        let writers = (0..cores).map(|_| crate::outbox::Writer::spawn(&*runtime)).collect();
         Self {
             shared: Arc::new(ServerShared {
                 auth: options.auth.clone().unwrap_or_else(JwtAuth::random_hs256),
@@ -272,6 +286,8 @@ impl Server {
                 all_done: event_signal::Signal::default(),
                 closing: core::sync::atomic::AtomicBool::new(false),
                 closing_signal: event_signal::Signal::default(),
+                writers,
+                next_writer: core::sync::atomic::AtomicUsize::new(0),
             }),
         }
     }
