@@ -1,13 +1,16 @@
 //! WebSocket pub/sub fan-out: a load generator and a side-by-side benchmark (issue 5).
 //!
-//! The same workload runs against three servers, each a fresh child process per run, alternating
-//! A B C A B C (two rounds; one with `--quick`):
+//! The same workload runs against four servers, each a fresh child process per run, alternating
+//! A B C D A B C D (two rounds; one with `--quick`):
 //!
 //! - `smol`: our `examples/interop_server --runtime smol`;
 //! - `tokio`: our `examples/interop_server --runtime tokio`;
 //! - `node`: `tests/interop/server.mjs`, the official socketcluster-server 20.0.1 from the
 //!   committed lock file (`npm ci` runs first if `tests/interop/node_modules` is missing; without
-//!   `node` on the PATH the Node runs are skipped with a message).
+//!   `node` on the PATH the Node runs are skipped with a message);
+//! - `floor`: a reference, not a contender — the least work any server must do (one `send` per
+//!   subscriber straight from the publisher's read loop, no WebSocket library, no JSON parser);
+//!   see `ws_fanout/floor.rs`. This binary runs it as a child: `ws_fanout --floor-server`.
 //!
 //! The bench first builds our server (`$CARGO build --release --example interop_server
 //! --features tokio`) and runs `target/release/examples/interop_server`.
@@ -32,7 +35,9 @@
 //! - `max`: `invokePublish` (with cid) keeping a window of 64 publishes in flight, i.e. as fast as
 //!   acknowledged (the server acknowledges after fan-out to the subscribers' queues), or
 //! - `rateNk`: `transmitPublish` (no cid) paced at N 000 deliveries/s in total (publishes/s =
-//!   N 000 / subscribers per channel), sent as each one falls due (1 ms timer).
+//!   N 000 / subscribers per channel), sent as each one falls due (1 ms timer), for 3 s after a
+//!   1 s warm-up at the same rate (at least 20 publishes per channel; see [`WARMUP`]) whose
+//!   deliveries are checked but left out of the latency columns.
 //!
 //! Each subscriber checks every delivery with a bitset: `lost` = expected − distinct received
 //! (a run that times out counts the missing ones), `ooo` = deliveries whose sequence number is
@@ -94,6 +99,9 @@ use std::time::{Duration, Instant};
 
 use tokio::net::TcpStream;
 use tokio::sync::Semaphore;
+
+#[path = "ws_fanout/floor.rs"]
+mod floor;
 
 // ---------------------------------------------------------------------------------------------
 // Clock
@@ -707,6 +715,10 @@ struct Shared {
     hist: Hist,
     /// Publisher's send time to this generator's read (includes its own queueing).
     read_hist: Hist,
+    /// Sequence numbers below this are warm-up: checked, and only in `cold_hist`.
+    warmup: u64,
+    /// Like `hist`, for the warm-up deliveries.
+    cold_hist: Hist,
     c: Counters,
     remaining: usize,
     ready: usize,
@@ -735,8 +747,12 @@ impl Shared {
         }
         self.c.deliveries += 1;
         self.last_ns = read;
-        self.hist.record(now.saturating_sub(t));
-        self.read_hist.record(read.saturating_sub(t));
+        if seq >= self.warmup {
+            self.hist.record(now.saturating_sub(t));
+            self.read_hist.record(read.saturating_sub(t));
+        } else {
+            self.cold_hist.record(now.saturating_sub(t));
+        }
         if seq >= sub.expect {
             self.c.dup += 1;
             return Ok(());
@@ -966,11 +982,20 @@ struct Case {
     subs: usize,
     channels: usize,
     payload: usize,
-    /// Publishes in total (idle case: connections).
+    /// Publishes in total (idle case: connections), warm-up included.
     publishes: usize,
+    /// The first publishes on each channel that are delivered and checked but left out of the
+    /// latency columns (rate cases).
+    warmup: usize,
     mode: Mode,
     idle: bool,
 }
+
+/// Rate cases' warm-up: 1 s, and at least 20 messages per connection. Every new TCP connection
+/// starts by acknowledging each of its first 16 segments at once (Linux's quick ACKs); on loopback
+/// the sender pays for those ACKs, so the first publishes cost any server up to twice as much, and
+/// Node's JIT warms up meanwhile. The latency columns are for the steady state after that.
+const WARMUP: (f64, usize) = (1.0, 20);
 
 fn cases(quick: bool) -> Vec<Case> {
     let window = 64;
@@ -980,19 +1005,29 @@ fn cases(quick: bool) -> Vec<Case> {
         channels,
         payload,
         publishes,
+        warmup: 0,
         mode: Mode::Max { window },
         idle: false,
     };
-    // `deliveries` per second in total, for `secs` seconds.
-    let rate = |name: &str, subs: usize, channels: usize, payload: usize, deliveries: f64, secs: f64| {
+    // `deliveries` per second in total, for `secs` seconds after a warm-up of `warm_secs` (at
+    // least `warm_min` publishes per channel).
+    let rate = |name: &str,
+                subs: usize,
+                channels: usize,
+                payload: usize,
+                deliveries: f64,
+                secs: f64,
+                (warm_secs, warm_min): (f64, usize)| {
         let per_sec = deliveries / (subs / channels) as f64;
-        let publishes = ((per_sec * secs) as usize).div_ceil(channels) * channels;
+        let warmup = ((per_sec * warm_secs / channels as f64).ceil() as usize).max(warm_min);
+        let publishes = ((per_sec * secs) as usize).div_ceil(channels) * channels + warmup * channels;
         Case {
             name: name.into(),
             subs,
             channels,
             payload,
             publishes,
+            warmup,
             mode: Mode::Rate { per_sec },
             idle: false,
         }
@@ -1003,6 +1038,7 @@ fn cases(quick: bool) -> Vec<Case> {
         channels: 0,
         payload: 0,
         publishes: 0,
+        warmup: 0,
         mode: Mode::Max { window },
         idle: true,
     };
@@ -1013,9 +1049,9 @@ fn cases(quick: bool) -> Vec<Case> {
             max("c1000-4KiB-max", 50, 1, 4096, 20),
             max("c5000-100B-max", 50, 1, 100, 10),
             max("ch1000x5-100B-max", 50, 10, 100, 100),
-            rate("c100-100B-rate20k", 10, 1, 100, 2_000.0, 0.3),
-            rate("c1000-100B-rate20k", 50, 1, 100, 2_000.0, 0.3),
-            rate("c1000-4KiB-rate20k", 50, 1, 4096, 2_000.0, 0.3),
+            rate("c100-100B-rate20k", 10, 1, 100, 2_000.0, 0.3, (0.05, 2)),
+            rate("c1000-100B-rate20k", 50, 1, 100, 2_000.0, 0.3, (0.05, 2)),
+            rate("c1000-4KiB-rate20k", 50, 1, 4096, 2_000.0, 0.3, (0.05, 2)),
             idle(200),
         ]
     } else {
@@ -1026,9 +1062,9 @@ fn cases(quick: bool) -> Vec<Case> {
             max("c5000-100B-max", 5000, 1, 100, 20),
             max("c5000-4KiB-max", 5000, 1, 4096, 20),
             max("ch1000x5-100B-max", 5000, 1000, 100, 20_000),
-            rate("c100-100B-rate20k", 100, 1, 100, 20_000.0, 3.0),
-            rate("c1000-100B-rate20k", 1000, 1, 100, 20_000.0, 3.0),
-            rate("c1000-4KiB-rate20k", 1000, 1, 4096, 20_000.0, 3.0),
+            rate("c100-100B-rate20k", 100, 1, 100, 20_000.0, 3.0, WARMUP),
+            rate("c1000-100B-rate20k", 1000, 1, 100, 20_000.0, 3.0, WARMUP),
+            rate("c1000-4KiB-rate20k", 1000, 1, 4096, 20_000.0, 3.0, WARMUP),
             idle(10_000),
         ]
     }
@@ -1047,6 +1083,8 @@ struct RunResult {
     p99_ms: f64,
     max_ms: f64,
     read_p99_ms: f64,
+    /// p99 of the warm-up deliveries (rate cases; NaN otherwise).
+    cold_p99_ms: f64,
     peak_rss_kib: u64,
     rss_per_conn_kib: f64,
     srv_cpu: f64,
@@ -1078,7 +1116,7 @@ impl Config {
         let mut c = Config {
             quick: false,
             filters: Vec::new(),
-            servers: vec!["smol".into(), "tokio".into(), "node".into()],
+            servers: vec!["smol".into(), "tokio".into(), "node".into(), "floor".into()],
             rounds: 0,
             pin: true,
             build: true,
@@ -1095,8 +1133,8 @@ impl Config {
                         .split(',')
                         .map(str::to_owned)
                         .collect();
-                    if c.servers.iter().any(|s| !["smol", "tokio", "node"].contains(&s.as_str())) {
-                        usage("--servers: a comma-separated subset of smol,tokio,node");
+                    if c.servers.iter().any(|s| !["smol", "tokio", "node", "floor"].contains(&s.as_str())) {
+                        usage("--servers: a comma-separated subset of smol,tokio,node,floor");
                     }
                 }
                 "--rounds" => {
@@ -1123,7 +1161,7 @@ impl Config {
 fn usage(msg: &str) -> ! {
     eprintln!(
         "ws_fanout: {msg}\nusage: cargo bench --bench ws_fanout -- [--quick] [--filter NAME]... \
-         [--servers smol,tokio,node] [--rounds N] [--no-pin] [--no-build]"
+         [--servers smol,tokio,node,floor] [--rounds N] [--no-pin] [--no-build]"
     );
     std::process::exit(2);
 }
@@ -1142,6 +1180,10 @@ fn start_server(env: &Env, server: &str) -> Result<Server, String> {
             let script = env.node_script.as_ref().ok_or("node is not available")?;
             let s = script.to_str().ok_or("non-UTF-8 path")?;
             Server::start(Path::new("node"), &[s, "--port", "0"], pin)
+        }
+        "floor" => {
+            let me = std::env::current_exe().map_err(|e| format!("current_exe: {e}"))?;
+            Server::start(&me, &["--floor-server"], pin)
         }
         rt => Server::start(&env.ours, &["--port", "0", "--runtime", rt], pin),
     }
@@ -1190,6 +1232,8 @@ async fn drive(env: &Env, case: &Case, server: &Server) -> RunResult {
         subs,
         hist: Hist::new(),
         read_hist: Hist::new(),
+        warmup: case.warmup as u64,
+        cold_hist: Hist::new(),
         c: Counters::default(),
         remaining: if case.idle { 0 } else { case.subs },
         ready: 0,
@@ -1305,6 +1349,7 @@ async fn drive(env: &Env, case: &Case, server: &Server) -> RunResult {
     r.p99_ms = s.hist.quantile(0.99) as f64 / 1e6;
     r.max_ms = s.hist.max as f64 / 1e6;
     r.read_p99_ms = s.read_hist.quantile(0.99) as f64 / 1e6;
+    r.cold_p99_ms = if case.warmup > 0 { s.cold_hist.quantile(0.99) as f64 / 1e6 } else { f64::NAN };
     r.peak_rss_kib = poller.peak();
     r.rss_per_conn_kib = r.peak_rss_kib.saturating_sub(base_rss) as f64 / case.subs as f64;
     r
@@ -1350,14 +1395,14 @@ fn ratio(a: f64, b: f64) -> String {
     if a.is_nan() || b.is_nan() || b == 0.0 { "–".into() } else { format!("{:.2}", a / b) }
 }
 
-const HEADER: &str = "| case | server | setup s | time s | deliv/s | p50 ms | p99 ms | max ms | read p99 ms | lost | ooo | dup | peak RSS MiB | RSS/conn KiB | srv CPU s | gen CPU s | other CPU s |";
+const HEADER: &str = "| case | server | setup s | time s | deliv/s | p50 ms | p99 ms | max ms | read p99 ms | cold p99 ms | lost | ooo | dup | peak RSS MiB | RSS/conn KiB | srv CPU s | gen CPU s | other CPU s |";
 
 fn row(case: &Case, server: &str, rs: &[RunResult]) -> String {
     let m = |g: fn(&RunResult) -> f64| mean(rs, g);
     let sum = |g: fn(&RunResult) -> u64| rs.iter().map(g).sum::<u64>();
     let lat = |v: f64| if case.idle { "–".to_owned() } else { sig(v) };
     format!(
-        "| {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} |",
+        "| {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} |",
         case.name,
         server,
         f(m(|r| r.setup_s), 2),
@@ -1367,6 +1412,7 @@ fn row(case: &Case, server: &str, rs: &[RunResult]) -> String {
         lat(m(|r| r.p99_ms)),
         lat(m(|r| r.max_ms)),
         lat(m(|r| r.read_p99_ms)),
+        lat(m(|r| r.cold_p99_ms)),
         sum(|r| r.lost),
         sum(|r| r.ooo),
         sum(|r| r.dup),
@@ -1447,6 +1493,9 @@ fn find_node() -> Result<(PathBuf, String), String> {
 }
 
 fn main() {
+    if std::env::args().any(|a| a == "--floor-server") {
+        floor::serve();
+    }
     let cfg = Config::from_args();
     install_cleanup();
     let _ = now_ns();
@@ -1533,35 +1582,39 @@ fn main() {
     // Summary table.
     let mut out = String::new();
     let _ = writeln!(out, "## Summary (mean of {} round(s); lost/ooo/dup summed)\n", cfg.rounds);
-    let _ = writeln!(out, "{HEADER} deliv/s ours/Node | p99 ours/Node | RSS/conn ours/Node |");
-    let _ = writeln!(out, "{}", "|---".repeat(19) + "|");
+    let _ = writeln!(
+        out,
+        "{HEADER} deliv/s ours/Node | p99 ours/Node | cold p99 ours/Node | RSS/conn ours/Node |"
+    );
+    let _ = writeln!(out, "{}", "|---".repeat(22) + "|");
     let node_idx = servers.iter().position(|s| s == "node");
     for (ci, case) in cases.iter().enumerate() {
         for (si, server) in servers.iter().enumerate() {
             let rs = &results[&(ci, si)];
             let mut line = row(case, server, rs);
-            let (dr, pr, rr) = match node_idx {
+            let (dr, pr, cr, rr) = match node_idx {
                 Some(ni) if ni != si => {
                     let n = &results[&(ci, ni)];
                     (
                         ratio(mean(rs, RunResult::deliv_per_s), mean(n, RunResult::deliv_per_s)),
                         ratio(mean(rs, |r| r.p99_ms), mean(n, |r| r.p99_ms)),
+                        ratio(mean(rs, |r| r.cold_p99_ms), mean(n, |r| r.cold_p99_ms)),
                         ratio(mean(rs, |r| r.rss_per_conn_kib), mean(n, |r| r.rss_per_conn_kib)),
                     )
                 }
-                _ => ("–".into(), "–".into(), "–".into()),
+                _ => ("–".into(), "–".into(), "–".into(), "–".into()),
             };
             if case.idle {
-                let _ = write!(line, " – | – | {rr} |");
+                let _ = write!(line, " – | – | – | {rr} |");
             } else {
-                let _ = write!(line, " {dr} | {pr} | {rr} |");
+                let _ = write!(line, " {dr} | {pr} | {cr} | {rr} |");
             }
             let _ = writeln!(out, "{line}");
         }
     }
     let _ = writeln!(out, "\n## Per run\n");
     let _ = writeln!(out, "{}", HEADER.replacen("| server |", "| server | round |", 1));
-    let _ = writeln!(out, "{}", "|---".repeat(17) + "|");
+    let _ = writeln!(out, "{}", "|---".repeat(19) + "|");
     let mut errors = Vec::new();
     let mut bad = 0;
     for (ci, si, round, r) in &per_run {
