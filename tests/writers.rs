@@ -1,0 +1,109 @@
+//! The server's writer tasks (`src/outbox.rs`): one task writes the queues of many sockets.
+//!
+//! Several publishers publish at once (on tokio, their drivers run on two worker threads while
+//! the writer tasks write); every subscriber must get every publication exactly once, and each
+//! publisher's publications in the order it sent them. A subscriber that never reads shares the
+//! writers with the others and must not hold them up. Raw WebSocket clients (`support/raw.rs`) see
+//! the exact frames; every wait is bounded.
+#![cfg(feature = "smol")]
+#![allow(clippy::unwrap_used)]
+
+#[path = "support/util.rs"]
+mod util;
+
+#[macro_use]
+#[path = "support/raw.rs"]
+mod raw;
+
+use serde_json::json;
+
+use raw::{Harness, Raw, Rt};
+
+on_both_runtimes!(concurrent_publishers_keep_order, a_stuck_subscriber_holds_up_nobody);
+
+const SUBSCRIBERS: usize = 40;
+const PUBLISHERS: u64 = 4;
+const EACH: u64 = 300;
+
+async fn subscribers(h: &Harness, n: usize) -> Vec<Raw> {
+    let mut subs = Vec::new();
+    for _ in 0..n {
+        let (mut s, _) = Raw::open(h.addr).await;
+        s.subscribe(2, "news").await;
+        subs.push(s);
+    }
+    subs
+}
+
+/// Publishes `EACH` transmits as publisher `p`, numbered from 0.
+async fn publish_all(mut publisher: Raw, p: u64) -> Raw {
+    for n in 0..EACH {
+        publisher
+            .json(json!({"event": "#publish", "data": {"channel": "news", "data": {"p": p, "n": n}}}))
+            .await;
+    }
+    publisher
+}
+
+/// Reads `count` publications and checks them: per publisher, 0, 1, 2, … with none missing.
+async fn expect_in_order(mut sub: Raw, count: u64) {
+    let mut next = vec![0u64; PUBLISHERS as usize];
+    for _ in 0..count {
+        let packet = sub.packet().await;
+        assert_eq!(packet["event"], "#publish", "{packet}");
+        let data = &packet["data"]["data"];
+        let (p, n) = (data["p"].as_u64().unwrap() as usize, data["n"].as_u64().unwrap());
+        assert_eq!(n, next[p], "publisher {p}: expected #{} next, got #{n}", next[p]);
+        next[p] += 1;
+    }
+    assert!(next.iter().all(|&n| n == EACH), "{next:?}");
+}
+
+async fn concurrent_publishers_keep_order(rt: Rt) {
+    let h = Harness::default(rt).await;
+    let subs = subscribers(&h, SUBSCRIBERS).await;
+    let mut publishers = Vec::new();
+    for p in 0..PUBLISHERS {
+        publishers.push(publish_all(Raw::open(h.addr).await.0, p));
+    }
+    let readers = futures::future::join_all(subs.into_iter().map(|s| expect_in_order(s, PUBLISHERS * EACH)));
+    let (_, published) = futures::join!(readers, futures::future::join_all(publishers));
+    // Nothing more than the publications came.
+    for mut p in published {
+        p.silence(std::time::Duration::from_millis(50)).await;
+    }
+}
+
+async fn a_stuck_subscriber_holds_up_nobody(rt: Rt) {
+    let mut h = Harness::default(rt).await;
+    // Never read again: its TCP buffers fill up, and its writer visits stop at a full connection.
+    let (mut stuck, id) = Raw::open(h.addr).await;
+    stuck.subscribe(2, "news").await;
+    let stuck_socket = h.conn(&id).await.socket;
+    let mut subs = subscribers(&h, 8).await;
+    // Far more than the loopback connection holds (~19 MB), so it is full long before the end.
+    let pad = "x".repeat(64 * 1024);
+    let publisher = Raw::open(h.addr).await.0;
+    let publish = async move {
+        let mut publisher = publisher;
+        for n in 0..EACH {
+            publisher
+                .json(json!({"event": "#publish", "data": {"channel": "news", "data": {"p": 0, "n": n, "pad": pad}}}))
+                .await;
+        }
+        publisher
+    };
+    let readers = futures::future::join_all(subs.iter_mut().map(|s| async move {
+        for n in 0..EACH {
+            let packet = s.packet().await;
+            assert_eq!(packet["data"]["data"]["n"], n, "in order");
+        }
+    }));
+    let (_, _publisher) = futures::join!(readers, publish);
+    // The stuck socket is still connected (no limit is set): it was skipped, not shed, and most
+    // of the burst still waits in its queue.
+    assert_eq!(h.server.clients_count(), 10);
+    let backlog = stuck_socket.outbound_backpressure();
+    assert!(backlog > EACH as usize / 2, "the stuck socket's backlog is only {backlog}");
+    drop(stuck);
+}
