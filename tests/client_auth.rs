@@ -12,16 +12,17 @@
 
 #[path = "support/peers.rs"]
 mod peers;
+#[macro_use]
+#[path = "support/client_rt.rs"]
+mod client_rt;
 
-use std::future::Future;
 use std::path::PathBuf;
 use std::pin::pin;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
-use futures::future::Either;
-use futures::{FutureExt, Stream, StreamExt};
+use futures::{FutureExt, StreamExt};
 use serde_json::{Value, json};
 use socketcluster::auth::JwtAuth;
 use socketcluster::client::{
@@ -29,71 +30,21 @@ use socketcluster::client::{
 };
 use socketcluster::protocol::channels::{ChannelState, SubscribeOptions};
 use socketcluster::protocol::{Error, RemoteError};
-use socketcluster::runtime::Runtime;
 use socketcluster::stream::Consumer;
 
+use client_rt::Rt;
 use peers::Peer;
 
 /// The servers' auth key.
 const KEY: &str = "client-auth-test-key";
-/// How long something that takes milliseconds may take (the test machine is shared and slow).
-const LIMIT: Duration = Duration::from_secs(10);
-/// The bound of a whole scenario.
-const SCENARIO_LIMIT: Duration = Duration::from_secs(90);
 /// How long to watch for an event that must not come.
 const QUIET: Duration = Duration::from_millis(300);
 
-/// The runtime a scenario runs on.
-#[derive(Clone)]
-struct Rt {
-    name: &'static str,
-    connect: fn(ClientOptions) -> Client,
-    runtime: Arc<dyn Runtime>,
-}
-
+/// This file's helpers on the runtime.
 impl Rt {
-    fn smol() -> Rt {
-        Rt { name: "smol", connect: socketcluster::smol::connect, runtime: socketcluster::smol::runtime() }
-    }
-
-    /// Must be called inside the tokio runtime.
-    #[cfg(feature = "tokio")]
-    fn tokio() -> Rt {
-        Rt { name: "tokio", connect: socketcluster::tokio::connect, runtime: socketcluster::tokio::runtime() }
-    }
-
-    async fn within<F: Future>(&self, limit: Duration, what: &str, fut: F) -> F::Output {
-        let sleep = self.runtime.sleep_until(Instant::now() + limit);
-        match futures::future::select(pin!(fut), sleep).await {
-            Either::Left((v, _)) => v,
-            Either::Right(_) => panic!("[{}] timed out after {limit:?}: {what}", self.name),
-        }
-    }
-
-    async fn bounded<F: Future>(&self, what: &str, fut: F) -> F::Output {
-        self.within(LIMIT, what, fut).await
-    }
-
-    /// The next item of `s` (bounded; the stream must not end).
-    async fn next<S: Stream + Unpin>(&self, s: &mut S, what: &str) -> S::Item {
-        match self.bounded(what, s.next()).await {
-            Some(v) => v,
-            None => panic!("[{}] {what}: the stream ended", self.name),
-        }
-    }
-
-    /// Whatever `s` yields within `d` (to show that nothing arrives).
-    async fn quiet<S: Stream + Unpin>(&self, s: &mut S, d: Duration) -> Option<S::Item> {
-        let sleep = self.runtime.sleep_until(Instant::now() + d);
-        match futures::future::select(s.next(), sleep).await {
-            Either::Left((v, _)) => v,
-            Either::Right(_) => None,
-        }
-    }
-
     /// A client that is not connected yet.
     fn client(&self, options: ClientOptions) -> Client {
-        (self.connect)(ClientOptions { auto_connect: false, ..options })
+        self.connect(ClientOptions { auto_connect: false, ..options })
     }
 
     /// Connects `client` and returns its `connect` event.
@@ -102,45 +53,6 @@ impl Rt {
         client.connect();
         self.next(&mut connect, "the connect event").await
     }
-}
-
-fn run_smol<F, Fut>(scenario: F)
-where
-    F: FnOnce(Rt) -> Fut,
-    Fut: Future<Output = ()>,
-{
-    smol::block_on(async {
-        let rt = Rt::smol();
-        rt.within(SCENARIO_LIMIT, "the whole scenario", scenario(rt.clone())).await;
-    });
-}
-
-#[cfg(feature = "tokio")]
-fn run_tokio<F, Fut>(scenario: F)
-where
-    F: FnOnce(Rt) -> Fut,
-    Fut: Future<Output = ()>,
-{
-    let runtime =
-        tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().expect("tokio");
-    runtime.block_on(async {
-        let rt = Rt::tokio();
-        rt.within(SCENARIO_LIMIT, "the whole scenario", scenario(rt.clone())).await;
-    });
-    runtime.shutdown_timeout(Duration::from_secs(1));
-}
-
-/// One `#[test]` per runtime for each scenario.
-macro_rules! scenarios {
-    ($($name:ident),* $(,)?) => {
-        mod smol_rt {
-            $( #[test] fn $name() { super::run_smol(super::$name); } )*
-        }
-        #[cfg(feature = "tokio")]
-        mod tokio_rt {
-            $( #[test] fn $name() { super::run_tokio(super::$name); } )*
-        }
-    };
 }
 
 scenarios!(

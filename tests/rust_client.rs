@@ -8,87 +8,27 @@
 
 #[path = "support/peers.rs"]
 mod peers;
+#[macro_use]
+#[path = "support/client_rt.rs"]
+mod client_rt;
 
-use std::future::Future;
 use std::pin::pin;
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use futures::future::Either;
-use futures::{FutureExt, Stream, StreamExt};
+use futures::{FutureExt, StreamExt};
 use serde_json::{Value, json};
 use socketcluster::client::{ChannelEvent, Client, ClientEvent, ClientOptions, ClientState};
 use socketcluster::protocol::backoff::Backoff;
 use socketcluster::protocol::channels::{ChannelState, SubscribeOptions};
 use socketcluster::protocol::codec::{binary, binary_bytes};
 use socketcluster::protocol::{AbortKind, Error, ProtocolVersion, RemoteError};
-use socketcluster::runtime::Runtime;
 
+use client_rt::Rt;
 use peers::Peer;
 
-/// How long something that takes milliseconds may take (the test machine is shared and slow).
-const LIMIT: Duration = Duration::from_secs(10);
-/// The bound of a whole scenario.
-const SCENARIO_LIMIT: Duration = Duration::from_secs(90);
-
-/// The runtime a scenario runs on: how to make a client, and timers.
-#[derive(Clone)]
-struct Rt {
-    name: &'static str,
-    connect: fn(ClientOptions) -> Client,
-    runtime: Arc<dyn Runtime>,
-}
-
+/// This file's helpers on the runtime.
 impl Rt {
-    fn smol() -> Rt {
-        Rt { name: "smol", connect: socketcluster::smol::connect, runtime: socketcluster::smol::runtime() }
-    }
-
-    /// Must be called inside the tokio runtime.
-    #[cfg(feature = "tokio")]
-    fn tokio() -> Rt {
-        Rt { name: "tokio", connect: socketcluster::tokio::connect, runtime: socketcluster::tokio::runtime() }
-    }
-
-    fn connect(&self, options: ClientOptions) -> Client {
-        (self.connect)(options)
-    }
-
-    async fn sleep(&self, d: Duration) {
-        self.runtime.sleep_until(Instant::now() + d).await;
-    }
-
-    /// Awaits `fut`, or panics naming `what` after `limit`.
-    async fn within<F: Future>(&self, limit: Duration, what: &str, fut: F) -> F::Output {
-        let sleep = self.runtime.sleep_until(Instant::now() + limit);
-        match futures::future::select(pin!(fut), sleep).await {
-            Either::Left((v, _)) => v,
-            Either::Right(_) => panic!("[{}] timed out after {limit:?}: {what}", self.name),
-        }
-    }
-
-    /// [`within`](Self::within) with [`LIMIT`].
-    async fn bounded<F: Future>(&self, what: &str, fut: F) -> F::Output {
-        self.within(LIMIT, what, fut).await
-    }
-
-    /// The next item of `s` (bounded; the stream must not end).
-    async fn next<S: Stream + Unpin>(&self, s: &mut S, what: &str) -> S::Item {
-        match self.bounded(what, s.next()).await {
-            Some(v) => v,
-            None => panic!("[{}] {what}: the stream ended", self.name),
-        }
-    }
-
-    /// Whatever `s` yields within `d` (to show that nothing arrives).
-    async fn quiet<S: Stream + Unpin>(&self, s: &mut S, d: Duration) -> Option<S::Item> {
-        let sleep = self.runtime.sleep_until(Instant::now() + d);
-        match futures::future::select(s.next(), sleep).await {
-            Either::Left((v, _)) => v,
-            Either::Right(_) => None,
-        }
-    }
-
     /// A client that is not connected yet.
     fn client(&self, url: &str) -> Client {
         self.connect(ClientOptions { auto_connect: false, ..ClientOptions::new(url) })
@@ -120,59 +60,6 @@ impl Rt {
         assert_eq!(ch.state(), ChannelState::Subscribed);
         ch
     }
-}
-
-fn run_smol<F, Fut>(scenario: F)
-where
-    F: FnOnce(Rt) -> Fut,
-    Fut: Future<Output = ()>,
-{
-    smol::block_on(async {
-        let rt = Rt::smol();
-        rt.within(SCENARIO_LIMIT, "the whole scenario", scenario(rt.clone())).await;
-    });
-}
-
-#[cfg(feature = "tokio")]
-fn run_tokio<F, Fut>(scenario: F)
-where
-    F: FnOnce(Rt) -> Fut,
-    Fut: Future<Output = ()>,
-{
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .expect("a tokio runtime");
-    runtime.block_on(async {
-        let rt = Rt::tokio();
-        rt.within(SCENARIO_LIMIT, "the whole scenario", scenario(rt.clone())).await;
-    });
-    runtime.shutdown_timeout(Duration::from_secs(1));
-}
-
-/// One `#[test]` per runtime for each scenario.
-macro_rules! scenarios {
-    ($($name:ident),* $(,)?) => {
-        mod smol_rt {
-            $(
-                #[test]
-                fn $name() {
-                    super::run_smol(super::$name);
-                }
-            )*
-        }
-
-        #[cfg(feature = "tokio")]
-        mod tokio_rt {
-            $(
-                #[test]
-                fn $name() {
-                    super::run_tokio(super::$name);
-                }
-            )*
-        }
-    };
 }
 
 scenarios!(

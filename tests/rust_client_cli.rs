@@ -7,18 +7,17 @@
 
 #[path = "support/peers.rs"]
 mod peers;
+#[macro_use]
+#[path = "support/cli.rs"]
+mod cli;
 
-use std::io::{Read, Write};
-use std::process::{Child, ChildStdin, Command, Stdio};
-use std::sync::mpsc;
-use std::time::{Duration, Instant};
+use std::process::Command;
+use std::time::Duration;
 
 use serde_json::{Value, json};
 
+use cli::{LIMIT, Running, run, run_with};
 use peers::Peer;
-
-/// How long a client run that takes milliseconds may take on a loaded machine.
-const LIMIT: Duration = Duration::from_secs(20);
 
 fn server(kind: &str) -> Peer {
     match kind {
@@ -26,166 +25,6 @@ fn server(kind: &str) -> Peer {
         "rust" => Peer::rust_server("smol", &[]),
         other => panic!("unknown server kind {other}"),
     }
-}
-
-fn client_cmd(url: &str, runtime: &str, args: &[&str]) -> Command {
-    let mut cmd = Command::new(peers::example_bin("client"));
-    cmd.args(["--url", url, "--runtime", runtime]).args(args);
-    cmd
-}
-
-/// What a finished run printed.
-#[derive(Debug)]
-struct Run {
-    code: Option<i32>,
-    lines: Vec<Value>,
-    took: Duration,
-}
-
-/// Runs the client to completion (stdin closed), at most `limit`.
-fn run_with(mut cmd: Command, limit: Duration) -> Run {
-    let start = Instant::now();
-    let mut child = cmd
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .expect("the client example starts");
-    let status = loop {
-        if let Some(status) = child.try_wait().expect("wait") {
-            break status;
-        }
-        if start.elapsed() > limit {
-            let _ = child.kill();
-            let _ = child.wait();
-            panic!("the client did not exit within {limit:?}: {cmd:?}");
-        }
-        std::thread::sleep(Duration::from_millis(10));
-    };
-    let took = start.elapsed();
-    let mut out = String::new();
-    child.stdout.take().expect("stdout").read_to_string(&mut out).expect("utf-8 stdout");
-    let lines = out
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("stdout line is not JSON ({e}): {l}")))
-        .collect();
-    Run { code: status.code(), lines, took }
-}
-
-fn run(url: &str, runtime: &str, args: &[&str]) -> Run {
-    run_with(client_cmd(url, runtime, args), LIMIT)
-}
-
-/// A client that keeps running: its stdin stays open, its stdout lines are read as they come.
-struct Running {
-    child: Child,
-    stdin: Option<ChildStdin>,
-    lines: mpsc::Receiver<String>,
-    /// Lines read but not yet matched by [`Running::expect`].
-    backlog: Vec<Value>,
-}
-
-impl Running {
-    fn start(url: &str, runtime: &str, args: &[&str]) -> Running {
-        let mut child = client_cmd(url, runtime, args)
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .expect("the client example starts");
-        let stdin = child.stdin.take();
-        let lines = peers::read_lines(child.stdout.take().expect("stdout"));
-        Running { child, stdin, lines, backlog: Vec::new() }
-    }
-
-    fn send(&mut self, command: Value) {
-        let stdin = self.stdin.as_mut().expect("stdin open");
-        writeln!(stdin, "{command}").expect("write to the client's stdin");
-        stdin.flush().expect("flush");
-    }
-
-    /// The first line (earlier unmatched ones included) that `want` accepts; fails after
-    /// [`LIMIT`].
-    fn expect(&mut self, what: &str, want: impl Fn(&Value) -> bool) -> Value {
-        if let Some(i) = self.backlog.iter().position(&want) {
-            return self.backlog.remove(i);
-        }
-        let deadline = Instant::now() + LIMIT;
-        loop {
-            let left = deadline.saturating_duration_since(Instant::now());
-            let line = self.lines.recv_timeout(left).unwrap_or_else(|_| {
-                panic!("no line for {what} within {LIMIT:?}; unmatched lines: {:?}", self.backlog)
-            });
-            let v: Value = serde_json::from_str(&line).unwrap_or_else(|e| panic!("not JSON ({e}): {line}"));
-            if want(&v) {
-                return v;
-            }
-            self.backlog.push(v);
-        }
-    }
-
-    /// Expects exactly the line `line`.
-    fn expect_eq(&mut self, line: Value) {
-        let what = line.to_string();
-        self.expect(&what, |v| *v == line);
-    }
-
-    /// Closes stdin and waits (bounded) for the exit code.
-    fn finish(mut self) -> Option<i32> {
-        drop(self.stdin.take());
-        self.wait()
-    }
-
-    fn wait(&mut self) -> Option<i32> {
-        let start = Instant::now();
-        loop {
-            if let Some(status) = self.child.try_wait().expect("wait") {
-                return status.code();
-            }
-            assert!(start.elapsed() < LIMIT, "the client did not exit within {LIMIT:?}");
-            std::thread::sleep(Duration::from_millis(10));
-        }
-    }
-}
-
-impl Drop for Running {
-    fn drop(&mut self) {
-        if let Ok(None) = self.child.try_wait() {
-            let _ = self.child.kill();
-            let _ = self.child.wait();
-        }
-    }
-}
-
-/// `mod CASE { mod on_smol { fn js, fn rust } mod on_tokio { ... } }`: one test per client runtime
-/// and server.
-macro_rules! cli_tests {
-    ($($case:ident { smol: [$($s:ident),*], tokio: [$($t:ident),*] })*) => {
-        $(
-            mod $case {
-                mod on_smol {
-                    $(
-                        #[test]
-                        fn $s() {
-                            let server = super::super::server(stringify!($s));
-                            super::super::$case(&server, "smol");
-                        }
-                    )*
-                }
-
-                #[cfg(feature = "tokio")]
-                mod on_tokio {
-                    $(
-                        #[test]
-                        fn $t() {
-                            let server = super::super::server(stringify!($t));
-                            super::super::$case(&server, "tokio");
-                        }
-                    )*
-                }
-            }
-        )*
-    };
 }
 
 cli_tests! {

@@ -14,23 +14,26 @@
 //! late answer does not come either. Every wait is bounded: a bug fails the test, it does not
 //! hang it.
 #![cfg(feature = "smol")]
-#![cfg(feature = "smol")]
 #![allow(clippy::unwrap_used)]
 
 #[path = "support/util.rs"]
 mod util;
 
+// The runtimes, the raw client and its helpers; this file keeps its own harness (a log of what
+// each socket's listeners saw).
+#[macro_use]
+#[path = "support/raw.rs"]
+mod raw;
+
 use std::collections::HashMap;
-use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use async_tungstenite::WebSocketStream;
 use async_tungstenite::tungstenite::Message;
 use futures::stream::select_all;
-use futures::{AsyncWriteExt, SinkExt, Stream, StreamExt};
+use futures::{AsyncWriteExt, SinkExt, StreamExt};
 use serde_json::{Value, json};
 
 use socketcluster::protocol::RemoteError;
@@ -38,68 +41,9 @@ use socketcluster::request::Request;
 use socketcluster::runtime::Runtime;
 use socketcluster::server::{Server, ServerEvent, ServerOptions, ServerSocket, SocketEvent};
 
+use raw::{Raw, Rt, forward, next_of};
+
 use util::{LIMIT, within};
-
-/// The bound of a whole test body.
-const TEST_LIMIT: Duration = Duration::from_secs(90);
-
-// ---------------------------------------------------------------------------------------------
-// Runtimes
-// ---------------------------------------------------------------------------------------------
-
-/// The runtime the server runs on. The raw client uses smol's reactor on both: it is a plain
-/// TCP stream, so it works from inside a tokio runtime too.
-#[derive(Clone, Copy, Debug)]
-enum Rt {
-    Smol,
-    #[cfg(feature = "tokio")]
-    Tokio,
-}
-
-impl Rt {
-    async fn listen(self, options: ServerOptions) -> (Server, SocketAddr) {
-        match self {
-            Rt::Smol => socketcluster::smol::listen("127.0.0.1:0", options).await.unwrap(),
-            #[cfg(feature = "tokio")]
-            Rt::Tokio => socketcluster::tokio::listen("127.0.0.1:0", options).await.unwrap(),
-        }
-    }
-
-    fn runtime(self) -> Arc<dyn Runtime> {
-        match self {
-            Rt::Smol => socketcluster::smol::runtime(),
-            #[cfg(feature = "tokio")]
-            Rt::Tokio => socketcluster::tokio::runtime(),
-        }
-    }
-}
-
-/// Runs on smol's global executor. Its sockets end with their clients; `smol::listen`'s accept
-/// task has no stop and stays, parked, until the process exits.
-fn on_smol<F: Future<Output = ()>>(scenario: impl FnOnce(Rt) -> F) {
-    smol::block_on(within(TEST_LIMIT, "the test body", scenario(Rt::Smol)));
-}
-
-#[cfg(feature = "tokio")]
-fn on_tokio<F: Future<Output = ()>>(scenario: impl FnOnce(Rt) -> F) {
-    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
-    rt.block_on(within(TEST_LIMIT, "the test body", scenario(Rt::Tokio)));
-    // Ends every task the server spawned: nothing outlives the test.
-    rt.shutdown_timeout(Duration::from_secs(5));
-}
-
-/// One `#[test]` per scenario and runtime: `smol_rt::NAME` and (feature `tokio`) `tokio_rt::NAME`.
-macro_rules! on_both_runtimes {
-    ($($name:ident),* $(,)?) => {
-        mod smol_rt {
-            $( #[test] fn $name() { super::on_smol(super::$name) } )*
-        }
-        #[cfg(feature = "tokio")]
-        mod tokio_rt {
-            $( #[test] fn $name() { super::on_tokio(super::$name) } )*
-        }
-    };
-}
 
 on_both_runtimes!(
     malformed_json_is_ignored,
@@ -134,20 +78,6 @@ struct SocketLog {
     echo_transmits: async_channel::Receiver<Option<Value>>,
     disconnects: async_channel::Receiver<(u16, String)>,
     unsubscribes: async_channel::Receiver<String>,
-}
-
-fn forward<S>(rt: &Arc<dyn Runtime>, mut stream: S) -> async_channel::Receiver<S::Item>
-where
-    S: Stream + Unpin + Send + 'static,
-    S::Item: Send + 'static,
-{
-    let (tx, rx) = async_channel::unbounded();
-    rt.spawn(Box::pin(async move {
-        while let Some(item) = stream.next().await {
-            let _ = tx.try_send(item);
-        }
-    }));
-    rx
 }
 
 impl SocketLog {
@@ -203,10 +133,6 @@ impl SocketLog {
         }));
         log
     }
-}
-
-async fn next_of<T>(rx: &async_channel::Receiver<T>, what: &str) -> T {
-    within(LIMIT, what, rx.recv()).await.unwrap_or_else(|_| panic!("{what}: the recorder ended"))
 }
 
 /// A server with the test handlers, and what its listeners saw.
@@ -318,126 +244,6 @@ impl Drop for Harness {
     fn drop(&mut self) {
         // Ends the harness's listener loop; the sockets end when their clients are dropped.
         self.server.listeners().kill_all();
-    }
-}
-
-// ---------------------------------------------------------------------------------------------
-// The raw client
-// ---------------------------------------------------------------------------------------------
-
-/// A WebSocket client that sends exactly what it is told.
-struct Raw {
-    ws: WebSocketStream<smol::net::TcpStream>,
-    /// Answer the server's pings (`""`) while reading.
-    answer_pings: bool,
-    pings: usize,
-}
-
-const HANDSHAKE: &str = r##"{"event":"#handshake","data":{"authToken":null},"cid":1}"##;
-
-impl Raw {
-    /// A WebSocket connection, no SocketCluster handshake yet.
-    async fn connect(addr: SocketAddr) -> Self {
-        within(LIMIT, "the WebSocket connection", async {
-            let tcp = smol::net::TcpStream::connect(addr).await.unwrap();
-            tcp.set_nodelay(true).unwrap();
-            let (ws, _) =
-                async_tungstenite::client_async(format!("ws://{addr}/socketcluster/"), tcp).await.unwrap();
-            Raw { ws, answer_pings: true, pings: 0 }
-        })
-        .await
-    }
-
-    /// A handshaken connection and its socket id.
-    async fn open(addr: SocketAddr) -> (Self, String) {
-        let mut raw = Self::connect(addr).await;
-        let id = raw.handshake().await;
-        (raw, id)
-    }
-
-    async fn handshake(&mut self) -> String {
-        self.text(HANDSHAKE).await;
-        let r = self.packet().await;
-        assert_eq!(r["rid"], 1, "handshake response: {r}");
-        assert_eq!(r["data"]["isAuthenticated"], false, "handshake response: {r}");
-        String::from(r["data"]["id"].as_str().unwrap())
-    }
-
-    async fn send(&mut self, msg: Message) {
-        within(LIMIT, "sending a frame", self.ws.send(msg)).await.unwrap();
-    }
-
-    async fn text(&mut self, text: impl Into<String>) {
-        self.send(Message::text(text.into())).await;
-    }
-
-    async fn binary(&mut self, bytes: impl Into<Vec<u8>>) {
-        self.send(Message::binary(bytes.into())).await;
-    }
-
-    async fn on_ping(&mut self) {
-        self.pings += 1;
-        if self.answer_pings {
-            self.text("").await;
-        }
-    }
-
-    /// The next WebSocket message; `None` when the connection ended without one.
-    async fn message(&mut self) -> Option<Message> {
-        match within(LIMIT, "the next frame from the server", self.ws.next()).await {
-            Some(Ok(m)) => Some(m),
-            Some(Err(_)) | None => None,
-        }
-    }
-
-    /// The next packet (pings are counted and, unless disabled, answered).
-    async fn packet(&mut self) -> Value {
-        loop {
-            match self.message().await {
-                Some(Message::Text(t)) if t.is_empty() => self.on_ping().await,
-                Some(Message::Text(t)) => return serde_json::from_str(&t).unwrap(),
-                other => panic!("expected a packet, got {other:?}"),
-            }
-        }
-    }
-
-    /// Reads until the server's close frame and returns its code; any packet before it fails.
-    async fn expect_close(&mut self) -> u16 {
-        loop {
-            match self.message().await {
-                Some(Message::Text(t)) if t.is_empty() => self.on_ping().await,
-                Some(Message::Close(Some(frame))) => {
-                    assert_eq!(frame.reason.as_str(), "", "server close frames carry no reason");
-                    return u16::from(frame.code);
-                }
-                Some(Message::Close(None)) => return 1005,
-                Some(other) => panic!("expected the close frame, got {other:?}"),
-                None => panic!("the connection ended without a close frame"),
-            }
-        }
-    }
-
-    /// Asserts that no packet (and no close) arrives for `d`; pings are handled.
-    async fn silence(&mut self, d: Duration) {
-        let deadline = Instant::now() + d;
-        loop {
-            let next = smol::future::or(async { Some(self.ws.next().await) }, async {
-                smol::Timer::at(deadline).await;
-                None
-            })
-            .await;
-            match next {
-                None => return,
-                Some(Some(Ok(Message::Text(t)))) if t.is_empty() => self.on_ping().await,
-                Some(other) => panic!("expected nothing for {d:?}, got {other:?}"),
-            }
-        }
-    }
-
-    /// Invokes `echo` with `data` and checks that the very next packet is its answer.
-    async fn echo(&mut self, cid: u64, data: Value) {
-        self.text(json!({"event": "echo", "data": data, "cid": cid}).to_string()).await;
-        assert_eq!(self.packet().await, json!({"rid": cid, "data": data}));
     }
 }
 
@@ -940,7 +746,7 @@ async fn pong_timeout_closes_4001(rt: Rt) {
     let t = Instant::now();
     let mut mute = Raw::connect(h.addr).await;
     mute.answer_pings = false;
-    let mute_id = mute.handshake().await;
+    let mute_id = mute.handshake(Value::Null).await["data"]["id"].as_str().unwrap().to_string();
     let (mut good, _) = Raw::open(control.addr).await;
     let mute_closed = async {
         let code = mute.expect_close().await;

@@ -396,6 +396,10 @@ impl Raw {
         self.text(v.to_string()).await;
     }
 
+    pub(crate) async fn binary(&mut self, bytes: impl Into<Vec<u8>>) {
+        self.send(Message::binary(bytes.into())).await;
+    }
+
     async fn on_ping(&mut self) {
         self.pings += 1;
         if self.answer_pings {
