@@ -443,3 +443,6 @@ impl Outbox {
 fn sendable(code: u16) -> bool {
     !matches!(code, 1005 | 1006 | 1015) && (1000..5000).contains(&code)
 }
+
+#[cfg(test)]
+mod tests;

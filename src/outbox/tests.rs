@@ -1,0 +1,313 @@
+//! The outbox and its writer task against scripted connections: no I/O, the writer task polled
+//! by hand, so every step is deterministic.
+
+use alloc::boxed::Box;
+use alloc::string::{String, ToString};
+use alloc::vec;
+use alloc::vec::Vec;
+use core::future::Future;
+use core::pin::Pin;
+use core::task::{Context, Poll, Waker};
+use std::sync::Mutex as StdMutex;
+use std::time::Instant;
+
+use async_tungstenite::tungstenite::{Error as WsError, Message};
+use futures::Sink;
+
+use super::*;
+use crate::runtime::BoxFuture;
+
+/// What a scripted connection saw.
+#[derive(Default)]
+struct WireState {
+    /// Text frames (and `close:CODE` for close frames) as flushed.
+    flushed: Vec<String>,
+    /// Fed, not yet flushed.
+    fed: Vec<String>,
+    /// While false, `poll_ready` and `poll_flush` are pending (a full TCP buffer).
+    full: bool,
+    waker: Option<Waker>,
+    polls_while_full: usize,
+    flushes: usize,
+    closed: bool,
+}
+
+#[derive(Clone, Default)]
+struct Wire(Arc<StdMutex<WireState>>);
+
+impl Wire {
+    fn state(&self) -> std::sync::MutexGuard<'_, WireState> {
+        self.0.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn sink(&self) -> FrameSink {
+        Box::pin(self.clone())
+    }
+
+    fn flushed(&self) -> Vec<String> {
+        self.state().flushed.clone()
+    }
+
+    fn set_full(&self, full: bool) {
+        let waker = {
+            let mut st = self.state();
+            st.full = full;
+            if full { None } else { st.waker.take() }
+        };
+        if let Some(w) = waker {
+            w.wake();
+        }
+    }
+
+    fn pending(&self, cx: &Context<'_>) -> bool {
+        let mut st = self.state();
+        if st.full {
+            st.polls_while_full += 1;
+            st.waker = Some(cx.waker().clone());
+        }
+        st.full
+    }
+}
+
+impl Sink<Message> for Wire {
+    type Error = WsError;
+
+    fn poll_ready(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Result<(), WsError>> {
+        if self.pending(cx) { Poll::Pending } else { Poll::Ready(Ok(())) }
+    }
+
+    fn start_send(self: Pin<&mut Self>, item: Message) -> Result<(), WsError> {
+        let text = match item {
+            Message::Text(t) => t.to_string(),
+            Message::Close(Some(f)) => alloc::format!("close:{}", u16::from(f.code)),
+            other => alloc::format!("{other:?}"),
+        };
+        self.state().fed.push(text);
+        Ok(())
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Result<(), WsError>> {
+        if self.pending(cx) {
+            return Poll::Pending;
+        }
+        let mut st = self.state();
+        let fed = core::mem::take(&mut st.fed);
+        st.flushed.extend(fed);
+        st.flushes += 1;
+        Poll::Ready(Ok(()))
+    }
+
+    fn poll_close(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Result<(), WsError>> {
+        core::task::ready!(self.as_mut().poll_flush(cx))?;
+        self.state().closed = true;
+        Poll::Ready(Ok(()))
+    }
+}
+
+/// A runtime whose spawned tasks the test polls itself.
+#[derive(Default)]
+struct Manual(StdMutex<Vec<BoxFuture<()>>>);
+
+impl core::fmt::Debug for Manual {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.write_str("Manual")
+    }
+}
+
+impl Runtime for Manual {
+    fn spawn(&self, future: BoxFuture<()>) {
+        self.0.lock().unwrap_or_else(|e| e.into_inner()).push(future);
+    }
+
+    fn sleep_until(&self, _: Instant) -> BoxFuture<()> {
+        Box::pin(core::future::pending())
+    }
+}
+
+/// A writer and its task, which the test runs by hand.
+fn writer() -> (Arc<Writer>, BoxFuture<()>) {
+    let rt = Manual::default();
+    let w = Writer::spawn(&rt);
+    let task = rt.0.lock().unwrap_or_else(|e| e.into_inner()).pop().expect("the writer task");
+    (w, task)
+}
+
+/// Polls the task until it waits for work (it yields now and then); true when it ended.
+fn run(task: &mut BoxFuture<()>) -> bool {
+    let mut cx = Context::from_waker(Waker::noop());
+    (0..1000).any(|_| task.as_mut().poll(&mut cx).is_ready())
+}
+
+fn frames(names: &[&str]) -> Vec<String> {
+    names.iter().map(|s| s.to_string()).collect()
+}
+
+#[test]
+fn queued_frames_are_written_in_order_with_one_flush_per_visit() {
+    let (w, mut task) = writer();
+    let (a_wire, b_wire) = (Wire::default(), Wire::default());
+    let (a, _a_done) = Outbox::new(&w, a_wire.sink(), None, None);
+    let (b, _b_done) = Outbox::new(&w, b_wire.sink(), None, None);
+    for f in ["a1", "a2", "a3"] {
+        assert!(a.text(f));
+    }
+    assert!(b.text("b1"));
+    assert!(b.text("b2"));
+    assert_eq!((a.len(), b.len()), (3, 2), "queued frames count as backlog");
+    assert!(!run(&mut task));
+    assert_eq!(a_wire.flushed(), frames(&["a1", "a2", "a3"]));
+    assert_eq!(b_wire.flushed(), frames(&["b1", "b2"]));
+    assert_eq!((a_wire.state().flushes, b_wire.state().flushes), (1, 1));
+    assert_eq!((a.len(), b.len()), (0, 0));
+}
+
+#[test]
+fn a_full_connection_is_skipped_and_resumed_by_its_own_wake() {
+    let (w, mut task) = writer();
+    let (slow_wire, fast_wire) = (Wire::default(), Wire::default());
+    slow_wire.set_full(true);
+    let (slow, _d1) = Outbox::new(&w, slow_wire.sink(), None, None);
+    let (fast, _d2) = Outbox::new(&w, fast_wire.sink(), None, None);
+    slow.text("s1");
+    fast.text("f1");
+    run(&mut task);
+    assert_eq!(fast_wire.flushed(), frames(&["f1"]), "the other socket is written");
+    assert!(slow_wire.flushed().is_empty());
+    assert_eq!(slow.len(), 1);
+    let polls = slow_wire.state().polls_while_full;
+    // More frames for the full socket do not bring it back before its connection wakes it.
+    slow.text("s2");
+    fast.text("f2");
+    run(&mut task);
+    assert_eq!(slow_wire.state().polls_while_full, polls, "a blocked socket is not revisited");
+    assert_eq!(fast_wire.flushed(), frames(&["f1", "f2"]));
+    slow_wire.set_full(false); // wakes the registered waker
+    run(&mut task);
+    assert_eq!(slow_wire.flushed(), frames(&["s1", "s2"]));
+    assert_eq!(slow.len(), 0);
+}
+
+#[test]
+fn a_long_queue_is_written_over_several_visits() {
+    let (w, mut task) = writer();
+    let wire = Wire::default();
+    let (out, _done) = Outbox::new(&w, wire.sink(), None, None);
+    let n = FRAMES_PER_VISIT * 2 + 5;
+    for i in 0..n {
+        out.text(i.to_string());
+    }
+    run(&mut task);
+    let expected: Vec<String> = (0..n).map(|i| i.to_string()).collect();
+    assert_eq!(wire.flushed(), expected);
+    assert_eq!(wire.state().flushes, 3, "one flush per visit of at most FRAMES_PER_VISIT frames");
+}
+
+#[test]
+fn close_sends_the_close_frame_then_ends() {
+    let (w, mut task) = writer();
+    let wire = Wire::default();
+    let (out, done) = Outbox::new(&w, wire.sink(), None, None);
+    out.text("last");
+    out.close(4000, "bye");
+    assert!(!out.text("after"), "nothing is accepted after close");
+    run(&mut task);
+    assert_eq!(wire.flushed(), frames(&["last", "close:4000"]));
+    assert!(wire.state().closed);
+    assert!(done.try_recv().is_err() && done.is_closed(), "writing is over");
+    assert_eq!(out.len(), 0);
+}
+
+#[test]
+fn a_close_code_that_may_not_be_sent_closes_without_a_frame() {
+    let (w, mut task) = writer();
+    let wire = Wire::default();
+    let (out, done) = Outbox::new(&w, wire.sink(), None, None);
+    out.close(1006, "");
+    run(&mut task);
+    assert!(wire.flushed().is_empty());
+    assert!(wire.state().closed);
+    assert!(done.is_closed());
+}
+
+#[test]
+fn shut_writes_what_is_queued_then_ends_without_a_close_frame() {
+    let (w, mut task) = writer();
+    let wire = Wire::default();
+    let (out, done) = Outbox::new(&w, wire.sink(), None, None);
+    out.text("x");
+    out.text("y");
+    out.shut();
+    run(&mut task);
+    assert_eq!(wire.flushed(), frames(&["x", "y"]));
+    assert!(!wire.state().closed);
+    assert!(done.is_closed());
+}
+
+#[test]
+fn kill_drops_the_backlog_and_ends_writing() {
+    let (w, mut task) = writer();
+    let wire = Wire::default();
+    wire.set_full(true);
+    let (out, done) = Outbox::new(&w, wire.sink(), None, None);
+    for f in ["1", "2", "3"] {
+        out.text(f);
+    }
+    run(&mut task);
+    assert_eq!(out.len(), 3);
+    out.kill();
+    assert_eq!(out.len(), 0, "killed frames are no longer backlog");
+    assert!(done.is_closed());
+    assert!(!out.text("4"));
+    wire.set_full(false);
+    run(&mut task);
+    assert!(wire.flushed().is_empty(), "nothing is written after a kill");
+}
+
+#[test]
+fn the_limit_refuses_frames_and_tells_once() {
+    let (w, mut task) = writer();
+    let wire = Wire::default();
+    wire.set_full(true);
+    let (tell, told) = async_channel::unbounded();
+    let (out, _done) = Outbox::new(&w, wire.sink(), Some(2), Some(tell));
+    assert!(out.text("1"));
+    assert!(out.text("2"));
+    assert!(!out.text("3"));
+    assert!(!out.text("4"));
+    assert!(out.overflowed());
+    assert_eq!(told.len(), 1, "told once");
+    run(&mut task);
+    assert_eq!(out.discard(), 2);
+    assert_eq!(out.len(), 0);
+}
+
+#[test]
+fn flushed_resolves_once_earlier_frames_are_written() {
+    let (w, mut task) = writer();
+    let wire = Wire::default();
+    wire.set_full(true);
+    let (out, _done) = Outbox::new(&w, wire.sink(), None, None);
+    out.text("a");
+    let mut flushed = Box::pin(out.flushed());
+    let mut cx = Context::from_waker(Waker::noop());
+    assert!(flushed.as_mut().poll(&mut cx).is_pending());
+    run(&mut task);
+    assert!(flushed.as_mut().poll(&mut cx).is_pending(), "the connection is full");
+    wire.set_full(false);
+    run(&mut task);
+    assert!(flushed.as_mut().poll(&mut cx).is_ready());
+    assert_eq!(wire.flushed(), vec![String::from("a")]);
+}
+
+#[test]
+fn the_writer_task_ends_when_nothing_uses_it() {
+    let (w, mut task) = writer();
+    let wire = Wire::default();
+    let (out, _done) = Outbox::new(&w, wire.sink(), None, None);
+    out.text("a");
+    assert!(!run(&mut task));
+    drop(w);
+    assert!(!run(&mut task), "an outbox still uses it");
+    drop(out);
+    assert!(run(&mut task));
+}
