@@ -12,7 +12,7 @@ use futures::{Stream, StreamExt};
 use serde_json::Value;
 
 use super::{AuthState, Buffered, ChannelEvent, ClientEvent, ClientInner, ClientState, Command, WsStream};
-use crate::outbox::{Outbox, Writer};
+use crate::outbox::{Backend, Outbox, Writer};
 use crate::protocol::channels::ChannelState;
 use crate::protocol::client::{ClientConfig, ClientConnection, ClientEvent as ConnEvent};
 use crate::protocol::close::{self, Reconnect};
@@ -179,7 +179,7 @@ async fn connection(inner: &Arc<ClientInner>, commands: &async_channel::Receiver
         }
     };
     // `writer_done` fails once the connection's writing is over (the close frame is out).
-    let (out, writer_done) = Outbox::new(&Writer::spawn(&*inner.runtime), sink, None, None);
+    let (out, writer_done) = Outbox::new(&Writer::spawn(&*inner.runtime), Backend::Sink(sink), None, None);
     let (cid, token) = {
         let mut st = inner.state.lock();
         // The store is the source of truth (another process may have written the file).

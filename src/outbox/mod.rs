@@ -3,18 +3,23 @@
 //! Everything a socket sends — responses, transmits, publishes, pings, the close frame — goes
 //! through one FIFO queue ([`Outbox`]), so the wire order is the order of queueing. Queueing a
 //! frame does not wake a task per socket: the socket is put on its [`Writer`]'s list once (until
-//! the writer visits it), and one writer task serves many sockets. A visit feeds everything the
-//! socket has queued to its WebSocket and flushes once, so a publish fanned out to a thousand
-//! sockets costs one task wake and a thousand writes, and a burst of publishes becomes one TCP
-//! write per socket. Publishes are queued as the same reference-counted bytes for every
-//! subscriber.
+//! the writer visits it), and one writer task serves many sockets. A visit writes everything the
+//! socket has queued with one write, so a publish fanned out to a thousand sockets costs one task
+//! wake and a thousand writes, and a burst of publishes becomes one TCP write per socket.
+//! Publishes are queued as the same reference-counted bytes for every subscriber.
+//!
+//! Two backends ([`Backend`]): server sockets accepted by the server write their frames straight
+//! to the connection (`raw.rs`: a 2–10 byte header per frame, the payload as it is; the WebSocket
+//! library only reads, and what it writes joins the queue through a tap); clients and server
+//! sockets upgraded elsewhere go through the WebSocket library's sink (feed everything, flush
+//! once).
 //!
 //! A socket whose TCP buffer is full is not visited again until its connection is writable (the
 //! WebSocket wakes the socket's own waker, which puts it back on the list), so a peer that stops
 //! reading costs nothing and never delays the others.
 //!
-//! The backlog counts frames from queueing until the flush that put them on the TCP socket (the
-//! WebSocket library's buffer included). Over the optional limit, the queue refuses frames and
+//! The backlog counts frames from queueing until the write (raw) or flush (sink) that put them on
+//! the TCP socket. Over the optional limit, the queue refuses frames and
 //! raises a flag for the socket's driver, which disconnects the socket: a reader that cannot
 //! keep up is shed instead of holding memory or slowing anyone else.
 
@@ -40,6 +45,21 @@ use crate::sync::Mutex;
 /// The sending half of a WebSocket, type-erased so one writer serves every kind of stream.
 pub(crate) type FrameSink = Pin<Box<dyn Sink<Message, Error = WsError> + Send>>;
 
+/// The writing half of a server connection's byte stream (see [`Backend::Raw`]).
+pub(crate) type RawWrite = Pin<Box<dyn futures::io::AsyncWrite + Send>>;
+
+/// Where a socket's frames go.
+pub(crate) enum Backend {
+    /// Through the WebSocket library's sink (clients, whose frames are masked one by one, and
+    /// server sockets upgraded elsewhere).
+    Sink(FrameSink),
+    /// Straight to the connection: a server's frames are unmasked, so a publish's frame is the
+    /// same bytes for every subscriber — a small header and the shared payload, written with one
+    /// vectored write per visit, nothing copied. What the WebSocket library itself writes (the
+    /// upgrade response, pongs, a close reply) reaches the queue through a [`Tap`].
+    Raw(RawWrite),
+}
+
 /// Frames a visit feeds before the socket goes to the back of the list (fairness).
 const FRAMES_PER_VISIT: usize = 256;
 /// Sockets a writer visits before it lets other tasks run (smol has no cooperative budget, and
@@ -50,6 +70,8 @@ const VISITS_PER_TURN: usize = 32;
 #[derive(Debug)]
 enum Outbound {
     Text(Utf8Bytes),
+    /// Bytes the WebSocket library wrote (raw backend only): whole frames or the HTTP response.
+    Raw(Vec<u8>),
     /// Send a close frame (none for codes that may not appear on the wire), then stop.
     Close(u16, String),
     /// Flush what is queued before this, then signal (by dropping the sender).
@@ -60,7 +82,9 @@ enum Outbound {
 struct State {
     queue: VecDeque<Outbound>,
     /// `None` once the socket's writing is over (closed, failed or killed).
-    sink: Option<FrameSink>,
+    conn: Option<Backend>,
+    /// Bytes of the front item already written (raw backend: a write may end mid-frame).
+    offset: usize,
     /// Whether frames are accepted.
     open: bool,
     /// Frames fed to the sink since its last completed flush.
@@ -165,6 +189,8 @@ impl Drop for Writer {
 /// The writer task: visits the sockets on the list, in the order they were put there.
 async fn run(writer: Weak<Writer>) {
     let mut batch: Vec<Arc<Shared>> = Vec::new();
+    // Where a raw visit gathers the bytes it writes (one buffer for all the task's sockets).
+    let mut scratch: Vec<u8> = Vec::new();
     loop {
         let more = core::future::poll_fn(|cx| {
             let Some(w) = writer.upgrade() else { return Poll::Ready(false) };
@@ -184,7 +210,7 @@ async fn run(writer: Weak<Writer>) {
             if i > 0 && i % VISITS_PER_TURN == 0 {
                 yield_now().await;
             }
-            socket.visit();
+            socket.visit(&mut scratch);
         }
     }
 }
@@ -200,12 +226,12 @@ impl Shared {
 
     /// Feeds the queued frames to the sink and flushes, until the queue is empty, the visit's
     /// share is used, or the connection is full (its waker brings the socket back).
-    fn visit(self: &Arc<Self>) {
+    fn visit(self: &Arc<Self>, scratch: &mut Vec<u8>) {
         self.scheduled.store(false, Ordering::Release);
         self.blocked.store(false, Ordering::Release);
         let mut st = self.state.lock();
         let mut cx = Context::from_waker(&self.waker);
-        match self.write(&mut st, &mut cx) {
+        match self.write(&mut st, &mut cx, scratch) {
             Poll::Ready(Ok(true)) => {
                 drop(st);
                 self.schedule();
@@ -222,9 +248,17 @@ impl Shared {
 
     /// One visit's writing: `Ok(true)` when frames are left for another visit; `Err` when the
     /// connection failed or the close frame went out (writing is over either way).
-    fn write(&self, st: &mut State, cx: &mut Context<'_>) -> Poll<Result<bool, ()>> {
-        let State { queue, sink, fed, unflushed, closing, waiters, .. } = st;
-        let Some(sink) = sink.as_mut() else { return Poll::Ready(Err(())) };
+    fn write(&self, st: &mut State, cx: &mut Context<'_>, scratch: &mut Vec<u8>) -> Poll<Result<bool, ()>> {
+        match st.conn {
+            Some(Backend::Sink(_)) => self.write_sink(st, cx),
+            Some(Backend::Raw(_)) => raw::write(&self.backlog, st, cx, scratch),
+            None => Poll::Ready(Err(())),
+        }
+    }
+
+    fn write_sink(&self, st: &mut State, cx: &mut Context<'_>) -> Poll<Result<bool, ()>> {
+        let State { queue, conn, fed, unflushed, closing, waiters, .. } = st;
+        let Some(Backend::Sink(sink)) = conn.as_mut() else { return Poll::Ready(Err(())) };
         if !*closing {
             let mut budget = FRAMES_PER_VISIT;
             while let Some(item) = queue.front() {
@@ -237,6 +271,10 @@ impl Shared {
                         continue;
                     }
                     Outbound::Text(_) if budget == 0 => break,
+                    Outbound::Raw(_) => {
+                        queue.pop_front(); // never queued on this backend
+                        continue;
+                    }
                     Outbound::Close(code, _) if !sendable(*code) => {
                         *closing = true;
                         break;
@@ -291,7 +329,8 @@ impl Shared {
     /// the last handle to the socket goes; flush waiters and the `done` receiver are released.
     fn finish(&self, st: &mut State) {
         st.open = false;
-        st.sink = None;
+        st.conn = None;
+        st.offset = 0;
         let queued = st.queue.drain(..).filter(|o| matches!(o, Outbound::Text(_))).count();
         self.backlog.fetch_sub(core::mem::take(&mut st.fed) + queued, Ordering::Relaxed);
         st.unflushed = false;
@@ -307,13 +346,13 @@ pub(crate) struct Outbox {
 }
 
 impl Outbox {
-    /// A queue writing to `sink` through `writer`. The backlog may not exceed `limit` frames;
+    /// A queue writing to `conn` through `writer`. The backlog may not exceed `limit` frames;
     /// `on_overflow` is told (once) when a frame was refused for it. The returned receiver's
     /// `recv` fails once writing is over (the close frame is out, the connection failed, or
     /// [`kill`](Self::kill) was called).
     pub(crate) fn new(
         writer: &Arc<Writer>,
-        sink: FrameSink,
+        conn: Backend,
         limit: Option<usize>,
         on_overflow: Option<async_channel::Sender<()>>,
     ) -> (Self, async_channel::Receiver<()>) {
@@ -321,7 +360,8 @@ impl Outbox {
         let shared = Arc::new_cyclic(|weak| Shared {
             state: Mutex::new(State {
                 queue: VecDeque::new(),
-                sink: Some(sink),
+                conn: Some(conn),
+                offset: 0,
                 open: true,
                 fed: 0,
                 unflushed: false,
@@ -393,11 +433,17 @@ impl Outbox {
         self.shared.overflowed.load(Ordering::Acquire)
     }
 
-    /// Drops every frame still queued (a shed socket's backlog); returns how many.
+    /// Drops every frame still queued (a shed socket's backlog); returns how many. A frame partly
+    /// written stays, so the stream stays well-formed.
     pub(crate) fn discard(&self) -> usize {
         let mut st = self.shared.state.lock();
+        let keep_front = st.offset > 0;
         let before = st.queue.len();
-        st.queue.retain(|o| !matches!(o, Outbound::Text(_)));
+        let mut i = 0;
+        st.queue.retain(|o| {
+            i += 1;
+            (keep_front && i == 1) || !matches!(o, Outbound::Text(_))
+        });
         let n = before - st.queue.len();
         self.shared.backlog.fetch_sub(n, Ordering::Relaxed);
         n
@@ -444,5 +490,8 @@ fn sendable(code: u16) -> bool {
     !matches!(code, 1005 | 1006 | 1015) && (1000..5000).contains(&code)
 }
 
+mod raw;
 #[cfg(test)]
 mod tests;
+
+pub(crate) use raw::Tapped;

@@ -40,8 +40,8 @@ impl Wire {
         self.0.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    fn sink(&self) -> FrameSink {
-        Box::pin(self.clone())
+    fn sink(&self) -> Backend {
+        Backend::Sink(Box::pin(self.clone()))
     }
 
     fn flushed(&self) -> Vec<String> {
@@ -310,4 +310,232 @@ fn the_writer_task_ends_when_nothing_uses_it() {
     assert!(!run(&mut task), "an outbox still uses it");
     drop(out);
     assert!(run(&mut task));
+}
+
+// ---------------------------------------------------------------------------------------------
+// The raw backend
+
+/// A scripted byte connection: takes at most `cap` bytes per write, or nothing while full.
+#[derive(Default)]
+struct PipeState {
+    bytes: Vec<u8>,
+    cap: usize,
+    /// Bytes it takes before it is full (`None`: no end).
+    room: Option<usize>,
+    full: bool,
+    waker: Option<Waker>,
+    writes: usize,
+}
+
+#[derive(Clone, Default)]
+struct Pipe(Arc<StdMutex<PipeState>>);
+
+impl Pipe {
+    fn with_cap(cap: usize) -> Self {
+        let p = Pipe::default();
+        p.state().cap = cap;
+        p
+    }
+
+    fn state(&self) -> std::sync::MutexGuard<'_, PipeState> {
+        self.0.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn conn(&self) -> Backend {
+        Backend::Raw(Box::pin(self.clone()))
+    }
+
+    fn set_full(&self, full: bool) {
+        let waker = {
+            let mut st = self.state();
+            st.full = full;
+            if full { None } else { st.waker.take() }
+        };
+        if let Some(w) = waker {
+            w.wake();
+        }
+    }
+
+    /// The bytes written, split into frames: (first byte, payload).
+    fn frames(&self) -> Vec<(u8, Vec<u8>)> {
+        let b = self.state().bytes.clone();
+        let mut out = Vec::new();
+        let mut i = 0;
+        while i < b.len() {
+            let (hdr, len) = match b[i + 1] & 0x7f {
+                126 => (4, u16::from_be_bytes([b[i + 2], b[i + 3]]) as usize),
+                127 => {
+                    let mut n = [0u8; 8];
+                    n.copy_from_slice(&b[i + 2..i + 10]);
+                    (10, u64::from_be_bytes(n) as usize)
+                }
+                n => (2, n as usize),
+            };
+            assert_eq!(b[i + 1] & 0x80, 0, "server frames are not masked");
+            out.push((b[i], b[i + hdr..i + hdr + len].to_vec()));
+            i += hdr + len;
+        }
+        out
+    }
+
+    fn texts(&self) -> Vec<String> {
+        self.frames()
+            .into_iter()
+            .map(|(op, p)| match op {
+                0x81 => String::from_utf8(p).unwrap_or_default(),
+                0x88 => alloc::format!("close:{}", u16::from_be_bytes([p[0], p[1]])),
+                other => alloc::format!("op:{other:#x}"),
+            })
+            .collect()
+    }
+}
+
+impl futures::io::AsyncWrite for Pipe {
+    fn poll_write(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<std::io::Result<usize>> {
+        let mut st = self.state();
+        if st.full || st.room == Some(0) {
+            st.waker = Some(cx.waker().clone());
+            return Poll::Pending;
+        }
+        let mut n = if st.cap == 0 { buf.len() } else { buf.len().min(st.cap) };
+        if let Some(room) = st.room.as_mut() {
+            n = n.min(*room);
+            *room -= n;
+        }
+        st.bytes.extend_from_slice(&buf[..n]);
+        st.writes += 1;
+        Poll::Ready(Ok(n))
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn poll_close(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Poll::Ready(Ok(()))
+    }
+}
+
+/// What the WebSocket library would write through the tap.
+fn tap_write(out: &Outbox, bytes: &[u8]) {
+    let mut tapped = Tapped::new(futures::io::empty(), out);
+    let mut cx = Context::from_waker(Waker::noop());
+    let r = futures::io::AsyncWrite::poll_write(Pin::new(&mut tapped), &mut cx, bytes);
+    assert!(matches!(r, Poll::Ready(Ok(n)) if n == bytes.len()), "the tap takes everything");
+}
+
+#[test]
+fn raw_frames_are_unmasked_text_frames_in_one_write() {
+    let (w, mut task) = writer();
+    let pipe = Pipe::default();
+    let (out, _done) = Outbox::new(&w, pipe.conn(), None, None);
+    let big = "x".repeat(300);
+    let huge = "y".repeat(70_000);
+    for f in ["a", big.as_str(), huge.as_str(), ""] {
+        out.text(String::from(f));
+    }
+    run(&mut task);
+    assert_eq!(pipe.texts(), vec![String::from("a"), big, huge, String::new()]);
+    assert_eq!(out.len(), 0);
+    assert!(pipe.state().writes <= 3, "gathered, not one write per frame");
+}
+
+#[test]
+fn raw_partial_writes_resume_at_the_same_byte() {
+    let (w, mut task) = writer();
+    let pipe = Pipe::with_cap(7);
+    let (out, _done) = Outbox::new(&w, pipe.conn(), None, None);
+    let expected: Vec<String> = (0..50).map(|i| alloc::format!("frame number {i}")).collect();
+    for f in &expected {
+        out.text(f.clone());
+    }
+    run(&mut task);
+    assert_eq!(pipe.texts(), expected);
+    assert_eq!(out.len(), 0, "each frame left the backlog once");
+}
+
+#[test]
+fn raw_full_connection_resumes_mid_frame_on_its_wake() {
+    let (w, mut task) = writer();
+    let pipe = Pipe::default();
+    pipe.state().room = Some(5); // full after 5 bytes: mid-frame
+    let other = Pipe::default();
+    let (out, _d1) = Outbox::new(&w, pipe.conn(), None, None);
+    let (out2, _d2) = Outbox::new(&w, other.conn(), None, None);
+    out.text("0123456789");
+    run(&mut task);
+    assert_eq!(pipe.state().bytes.len(), 5);
+    out.text("after");
+    out2.text("other");
+    run(&mut task);
+    assert_eq!(other.texts(), frames(&["other"]), "the other socket is not held up");
+    assert_eq!(pipe.state().bytes.len(), 5, "not revisited before its wake");
+    pipe.state().room = None;
+    let waker = pipe.state().waker.take();
+    waker.expect("the full connection registered the socket's waker").wake();
+    run(&mut task);
+    assert_eq!(pipe.texts(), frames(&["0123456789", "after"]));
+    assert_eq!(out.len(), 0);
+}
+
+#[test]
+fn raw_close_frame_carries_the_code_and_ends_writing() {
+    let (w, mut task) = writer();
+    let pipe = Pipe::default();
+    let (out, done) = Outbox::new(&w, pipe.conn(), None, None);
+    out.text("bye");
+    out.close(4001, "");
+    run(&mut task);
+    assert_eq!(pipe.texts(), frames(&["bye", "close:4001"]));
+    assert!(done.is_closed());
+    let (w2, mut task2) = writer();
+    let pipe2 = Pipe::default();
+    let (out2, done2) = Outbox::new(&w2, pipe2.conn(), None, None);
+    out2.close(1006, "");
+    run(&mut task2);
+    assert!(pipe2.texts().is_empty(), "1006 is never sent");
+    assert!(done2.is_closed());
+}
+
+#[test]
+fn tap_bytes_keep_their_place_and_a_tap_close_ends_the_queue() {
+    let (w, mut task) = writer();
+    let pipe = Pipe::default();
+    let (out, done) = Outbox::new(&w, pipe.conn(), None, None);
+    out.text("one");
+    tap_write(&out, &[0x8a, 0x00]); // a pong
+    out.text("two");
+    tap_write(&out, &[0x88, 0x02, 0x03, 0xe8]); // the reply to a peer's close (1000)
+    assert!(!out.text("three"), "nothing after the library's close frame");
+    run(&mut task);
+    assert_eq!(
+        pipe.texts(),
+        vec![String::from("one"), String::from("op:0x8a"), String::from("two"), String::from("close:1000")]
+    );
+    assert!(done.is_closed());
+}
+
+#[test]
+fn raw_flushed_and_discard_respect_written_bytes() {
+    let (w, mut task) = writer();
+    let pipe = Pipe::default();
+    pipe.state().room = Some(6); // the header and 4 bytes of the first frame, then full
+    let (out, _done) = Outbox::new(&w, pipe.conn(), None, None);
+    out.text("partly written");
+    out.text("dropped");
+    let mut flushed = Box::pin(out.flushed());
+    let mut cx = Context::from_waker(Waker::noop());
+    assert!(flushed.as_mut().poll(&mut cx).is_pending());
+    run(&mut task);
+    assert_eq!(pipe.state().bytes.len(), 6);
+    assert_eq!(out.discard(), 1, "the partly written frame stays");
+    pipe.state().room = None;
+    pipe.set_full(false);
+    if let Some(w) = pipe.state().waker.take() {
+        w.wake();
+    }
+    run(&mut task);
+    assert_eq!(pipe.texts(), frames(&["partly written"]));
+    assert!(flushed.as_mut().poll(&mut cx).is_ready());
+    assert_eq!(out.len(), 0);
 }

@@ -11,15 +11,13 @@ use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
-use async_tungstenite::WebSocketStream;
 use async_tungstenite::tungstenite::{Error as WsError, Message};
 use base64::Engine as _;
-use futures::io::{AsyncRead, AsyncWrite};
 use futures::{Stream, StreamExt};
 use serde_json::Value;
 
 use super::{Blocked, InboundAction, ServerEvent, ServerShared, ServerSocket, SocketEvent};
-use crate::outbox::Outbox;
+use crate::outbox::{Backend, Outbox};
 use crate::protocol::server::ServerState;
 use crate::protocol::{RemoteError, ServerConfig, ServerConnection, close, packet};
 use crate::request::Request;
@@ -47,20 +45,36 @@ enum Step {
     Wake,
 }
 
-pub(crate) async fn run<S>(
+/// A new socket's outbound side: its queue, the receiver that fails once its writing is over (so
+/// the driver can wait for the close frame to be on the wire before it reports the socket gone,
+/// and `Server::close` returns), and the channel the queue's overflow is told on.
+pub(crate) struct Wiring {
+    pub(crate) out: Outbox,
+    writer_done: async_channel::Receiver<()>,
+    wake: async_channel::Sender<()>,
+    woken: async_channel::Receiver<()>,
+}
+
+impl Wiring {
+    pub(crate) fn new(server: &ServerShared, conn: Backend) -> Self {
+        let (wake, woken) = async_channel::bounded(1);
+        let (out, writer_done) =
+            Outbox::new(server.writer(), conn, server.options.outbound_limit, Some(wake.clone()));
+        Self { out, writer_done, wake, woken }
+    }
+}
+
+/// Drives a socket whose WebSocket frames arrive on `frames` and leave through `wiring`.
+pub(crate) async fn run<F>(
     server: Arc<ServerShared>,
-    ws: WebSocketStream<S>,
+    mut frames: F,
+    wiring: Wiring,
     remote: Option<SocketAddr>,
     uri: String,
 ) where
-    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+    F: Stream<Item = Result<Message, WsError>> + Unpin + Send,
 {
-    let (sink, mut frames) = ws.split();
-    let (wake, woken) = async_channel::bounded(1);
-    // `writer_done` fails once the socket's writing is over, so the driver can wait for the close
-    // frame to be on the wire before it reports the socket gone (and `Server::close` returns).
-    let (out, writer_done) =
-        Outbox::new(server.writer(), Box::pin(sink), server.options.outbound_limit, Some(wake.clone()));
+    let Wiring { out, writer_done, wake, woken } = wiring;
     let mut woken = core::pin::pin!(woken);
     let o = &server.options;
     let config = ServerConfig {

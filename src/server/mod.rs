@@ -17,6 +17,7 @@ pub mod redis;
 mod socket;
 mod upgrade;
 
+use alloc::boxed::Box;
 use alloc::string::String;
 use alloc::sync::Arc;
 use alloc::vec::Vec;
@@ -36,6 +37,7 @@ pub use middleware::{Blocked, HandshakeAction, InboundAction, Middleware, Outbou
 pub use socket::{ServerSocket, SocketState};
 
 use crate::auth::JwtAuth;
+use crate::outbox::Backend;
 use crate::protocol::ProtocolVersion;
 use crate::runtime::Runtime;
 use crate::stream::{Consumer, StreamDemux};
@@ -398,12 +400,20 @@ impl Server {
         S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
     {
         let Ok((stream, uri)) = upgrade::check(&self.shared, stream, remote_address).await else { return };
+        // Our frames go straight to the connection; the WebSocket library reads it, and what it
+        // writes (the upgrade response, pongs) joins the same queue through the tap.
+        let (read, write) = futures::io::AsyncReadExt::split(stream);
+        let wiring = driver::Wiring::new(&self.shared, Backend::Raw(Box::pin(write)));
+        let tapped = crate::outbox::Tapped::new(read, &wiring.out);
         let ws =
-            match async_tungstenite::accept_async_with_config(stream, Some(self.websocket_config())).await {
+            match async_tungstenite::accept_async_with_config(tapped, Some(self.websocket_config())).await {
                 Ok(ws) => ws,
-                Err(_) => return,
+                Err(_) => {
+                    wiring.out.kill();
+                    return;
+                }
             };
-        driver::run(self.shared.clone(), ws, remote_address, uri).await;
+        driver::run(self.shared.clone(), ws, wiring, remote_address, uri).await;
     }
 
     /// Replaces the middleware for sockets created from now on (live sockets keep theirs).
@@ -421,7 +431,9 @@ impl Server {
     ) where
         S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
     {
-        driver::run(self.shared.clone(), ws, remote_address, String::from(request_uri)).await;
+        let (sink, frames) = ws.split();
+        let wiring = driver::Wiring::new(&self.shared, Backend::Sink(Box::pin(sink)));
+        driver::run(self.shared.clone(), frames, wiring, remote_address, String::from(request_uri)).await;
     }
 
     /// Whether [`close`](Self::close) was called.
