@@ -1,5 +1,9 @@
 //! The server's writer tasks (`src/outbox.rs`): one task writes the queues of many sockets.
 //!
+//! Sockets the server accepts itself write straight to their connections; a socket handed over
+//! already upgraded (`Server::serve_websocket`) writes through the WebSocket library's sink. Both
+//! are exercised here.
+//!
 //! Several publishers publish at once (on tokio, their drivers run on two worker threads while
 //! the writer tasks write); every subscriber must get every publication exactly once, and each
 //! publisher's publications in the order it sent them. A subscriber that never reads shares the
@@ -19,7 +23,11 @@ use serde_json::json;
 
 use raw::{Harness, Raw, Rt};
 
-on_both_runtimes!(concurrent_publishers_keep_order, a_stuck_subscriber_holds_up_nobody);
+on_both_runtimes!(
+    concurrent_publishers_keep_order,
+    a_stuck_subscriber_holds_up_nobody,
+    serve_websocket_writes_through_the_sink,
+);
 
 const SUBSCRIBERS: usize = 40;
 const PUBLISHERS: u64 = 4;
@@ -106,4 +114,37 @@ async fn a_stuck_subscriber_holds_up_nobody(rt: Rt) {
     let backlog = stuck_socket.outbound_backpressure();
     assert!(backlog > EACH as usize / 2, "the stuck socket's backlog is only {backlog}");
     drop(stuck);
+}
+
+/// A socket upgraded outside the server (`serve_websocket`): handshake, subscribe, a publication
+/// to itself and to a socket the server accepted, a ping answered, a close with the code.
+async fn serve_websocket_writes_through_the_sink(rt: Rt) {
+    let h = Harness::default(rt).await;
+    let listener = smol::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let server = h.server.clone();
+    rt.runtime().spawn(Box::pin(async move {
+        while let Ok((tcp, peer)) = listener.accept().await {
+            let server = server.clone();
+            smol::spawn(async move {
+                if let Ok(ws) = async_tungstenite::accept_async(tcp).await {
+                    server.serve_websocket(ws, Some(peer), "/socketcluster/").await;
+                }
+            })
+            .detach();
+        }
+    }));
+    let (mut outside, _) = Raw::open(addr).await;
+    let (mut inside, _) = Raw::open(h.addr).await;
+    outside.subscribe(2, "both").await;
+    inside.subscribe(2, "both").await;
+    let publication = json!({"event": "#publish", "data": {"channel": "both", "data": {"n": 1}}});
+    assert_eq!(outside.call(3, "#publish", json!({"channel": "both", "data": {"n": 1}})).await, publication);
+    assert_eq!(outside.packet().await, json!({"rid": 3}));
+    assert_eq!(inside.packet().await, publication);
+    outside.echo(4, json!("through the sink")).await;
+    let socket =
+        h.server.clients().into_iter().find(|s| s.remote_address() == Some(outside.local_addr())).unwrap();
+    socket.disconnect(4321, "");
+    assert_eq!(outside.expect_close().await, 4321);
 }
