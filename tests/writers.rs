@@ -19,6 +19,7 @@ mod util;
 #[path = "support/raw.rs"]
 mod raw;
 
+use async_tungstenite::tungstenite::Message;
 use serde_json::json;
 
 use raw::{Harness, Raw, Rt};
@@ -27,6 +28,7 @@ on_both_runtimes!(
     concurrent_publishers_keep_order,
     a_stuck_subscriber_holds_up_nobody,
     serve_websocket_writes_through_the_sink,
+    websocket_pings_are_answered_in_order,
 );
 
 const SUBSCRIBERS: usize = 40;
@@ -147,4 +149,33 @@ async fn serve_websocket_writes_through_the_sink(rt: Rt) {
         h.server.clients().into_iter().find(|s| s.remote_address() == Some(outside.local_addr())).unwrap();
     socket.disconnect(4321, "");
     assert_eq!(outside.expect_close().await, 4321);
+}
+
+/// The WebSocket library answers pings itself; on an accepted socket its pong joins the socket's
+/// queue (the tap), whole, between whole frames (the order against the echo's answer is the
+/// order in which they were queued: the pong when the ping is read, the answer when the
+/// procedure answers).
+async fn websocket_pings_are_answered_in_order(rt: Rt) {
+    let h = Harness::default(rt).await;
+    let (mut c, _) = Raw::open(h.addr).await;
+    let big = "z".repeat(200_000);
+    c.json(json!({"event": "echo", "data": big, "cid": 5})).await;
+    c.send(Message::Ping(b"hi".to_vec().into())).await;
+    let (mut pong, mut answer) = (false, false);
+    while !(pong && answer) {
+        match c.message().await {
+            Some(Message::Pong(p)) if !pong => {
+                assert_eq!(&p[..], b"hi");
+                pong = true;
+            }
+            Some(Message::Text(t)) if !answer && !t.is_empty() => {
+                let v: serde_json::Value = serde_json::from_str(&t).unwrap();
+                assert_eq!(v, json!({"rid": 5, "data": big}));
+                answer = true;
+            }
+            Some(Message::Text(t)) if t.is_empty() => {} // a SocketCluster ping
+            other => panic!("expected the pong and the answer, got {other:?}"),
+        }
+    }
+    c.echo(6, json!("still fine")).await;
 }
