@@ -404,9 +404,9 @@ async fn invalid_stored_token(rt: Rt) {
     let foreign = JwtAuth::hs256("another key").sign(&json!({"user": "mallory"}), None).unwrap();
     let store = Arc::new(MemoryTokenStore::new(Some(foreign.clone())));
     let client = rt.client(ClientOptions { token_store: Some(store.clone()), ..options(&server) });
-    // Unlike socketcluster-client (whose `signedAuthToken` is null until a handshake accepted the
-    // token), ours shows the stored token before connecting.
-    assert_eq!(client.signed_auth_token(), Some(foreign), "loaded from the store");
+    // As in socketcluster-client, `signedAuthToken` is null until a handshake accepted the token.
+    assert_eq!(client.signed_auth_token(), None, "stored, not yet accepted");
+    assert_eq!(store.load(), Some(foreign));
     assert_eq!(client.auth_state(), AuthState::Unauthenticated);
     let mut events = AuthEvents::new(&client);
     let mut frames = client.listener("message");
@@ -465,10 +465,11 @@ async fn file_token_store_persists_across_clients(rt: Rt) {
         token_store: Some(Arc::new(FileTokenStore::new(&path))),
         ..options(&server)
     });
-    assert_eq!(second.signed_auth_token().as_deref(), Some(token.as_str()), "loaded at start");
+    assert_eq!(second.signed_auth_token(), None, "stored, not yet accepted");
     let mut events = AuthEvents::new(&second);
     let ClientEvent::Connect { is_authenticated, .. } = rt.open(&second).await else { panic!() };
     assert!(is_authenticated);
+    assert_eq!(second.signed_auth_token().as_deref(), Some(token.as_str()), "accepted by the handshake");
     events.changed(&rt, AuthState::Unauthenticated, AuthState::Authenticated).await;
     assert_eq!(events.authenticated(&rt).await, token);
     assert_eq!(second.auth_state(), AuthState::Authenticated);

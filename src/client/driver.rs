@@ -180,12 +180,9 @@ async fn connection(inner: &Arc<ClientInner>, commands: &async_channel::Receiver
     };
     // `writer_done` fails once the connection's writing is over (the close frame is out).
     let (out, writer_done) = Outbox::new(&Writer::spawn(&*inner.runtime), Backend::Sink(sink), None, None);
-    let (cid, token) = {
-        let mut st = inner.state.lock();
-        // The store is the source of truth (another process may have written the file).
-        st.signed_token = inner.tokens.load();
-        (st.calls.next_cid(), st.signed_token.clone())
-    };
+    // The store is the source of truth (another process may have written the file).
+    let token = inner.tokens.load();
+    let cid = inner.state.lock().calls.next_cid();
     conn.handle_open(now(), cid, token.as_deref());
     let mut timer: Option<(Duration, BoxFuture<()>)> = None;
     let mut cmds = core::pin::pin!(commands.clone());
@@ -289,6 +286,7 @@ fn handle(inner: &Arc<ClientInner>, out: &Outbox, ev: ConnEvent, token: Option<&
             }
             match (is_authenticated, token) {
                 (true, Some(t)) => {
+                    inner.state.lock().signed_token = Some(String::from(t));
                     set_auth_state(inner, AuthState::Authenticated);
                     emit(
                         inner,

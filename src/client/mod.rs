@@ -225,7 +225,6 @@ impl Client {
         if let Some(t) = &options.auth_token {
             let _ = tokens.save(t);
         }
-        let signed_token = tokens.load();
         let inner = Arc::new(ClientInner {
             tokens,
             options,
@@ -234,7 +233,8 @@ impl Client {
             state: Mutex::new(State {
                 status: ClientState::Closed,
                 id: None,
-                signed_token,
+                // As in socketcluster-client: a stored token shows once a handshake accepted it.
+                signed_token: None,
                 auth_state: AuthState::Unauthenticated,
                 calls: Calls::new(),
                 pending: HashMap::new(),
@@ -294,7 +294,9 @@ impl Client {
         self.inner.state.lock().auth_state
     }
 
-    /// The stored signed auth token.
+    /// The signed auth token the server accepted (by the handshake, `authenticate` or its
+    /// `#setAuthToken`); kept across disconnects, as in SocketCluster. `None` before a handshake
+    /// accepted a stored token.
     pub fn signed_auth_token(&self) -> Option<String> {
         self.inner.state.lock().signed_token.clone()
     }
