@@ -54,8 +54,8 @@ pub(crate) enum Backend {
     /// server sockets upgraded elsewhere).
     Sink(FrameSink),
     /// Straight to the connection: a server's frames are unmasked, so a publish's frame is the
-    /// same bytes for every subscriber — a small header and the shared payload, written with one
-    /// vectored write per visit, nothing copied. What the WebSocket library itself writes (the
+    /// same bytes for every subscriber — a small header and the shared payload, gathered into one
+    /// write per visit. What the WebSocket library itself writes (the
     /// upgrade response, pongs, a close reply) reaches the queue through a [`Tap`].
     Raw(RawWrite),
 }

@@ -1,10 +1,13 @@
 //! The raw backend: a server socket's frames written straight to its connection.
 //!
 //! A server's WebSocket frames are not masked, so a text frame is a 2–10 byte header and the
-//! payload as it is. A visit gathers the header and the (shared, reference-counted) payload of up
-//! to [`GATHER`] queued frames into one vectored write; a write that ends mid-frame is resumed at
-//! the same byte by the next visit. Nothing is copied: a publish's bytes are encoded once for all
-//! subscribers. A frame counts as written (and leaves the backlog) once the kernel took all of it.
+//! payload as it is: the queue holds the payload a publish encoded once for all subscribers (a
+//! reference-counted handle), and no per-connection copy of it waits in a WebSocket library's
+//! buffer. A visit gathers the headers and payloads of up to [`GATHER`] queued frames (at most
+//! [`GATHER_BYTES`]) into the writer task's scratch buffer and writes them with one `poll_write`
+//! — streams behind `futures::io` seldom forward vectored writes, and one without would cost a
+//! system call per header — and a write that ends mid-frame is resumed at the same byte by the
+//! next round. A frame counts as written (and leaves the backlog) once the kernel took all of it.
 //!
 //! The WebSocket library still reads the connection and still writes now and then (the HTTP
 //! upgrade response, pongs to WebSocket pings, the reply to a peer's close frame): it writes to a
