@@ -33,7 +33,7 @@ use socketcluster::protocol::{Error, RemoteError};
 use socketcluster::stream::Consumer;
 
 use client_rt::Rt;
-use peers::Peer;
+use peers::{Peer, assert_claims};
 
 /// The servers' auth key.
 const KEY: &str = "client-auth-test-key";
@@ -142,15 +142,6 @@ fn remote(r: Result<impl std::fmt::Debug, Error>) -> RemoteError {
         Err(Error::Remote(e)) => e,
         other => panic!("expected a remote error, got {other:?}"),
     }
-}
-
-/// Asserts that `payload` is `data` plus SocketCluster's `iat` and `exp` (default expiry: a day).
-fn assert_claims(payload: &Value, data: &Value) {
-    let mut rest = payload.as_object().unwrap_or_else(|| panic!("not an object: {payload}")).clone();
-    let iat = rest.remove("iat").and_then(|v| v.as_u64()).unwrap_or_else(|| panic!("no iat: {payload}"));
-    let exp = rest.remove("exp").and_then(|v| v.as_u64()).unwrap_or_else(|| panic!("no exp: {payload}"));
-    assert_eq!(exp - iat, 86_400, "{payload}");
-    assert_eq!(Value::Object(rest), *data, "{payload}");
 }
 
 fn temp_path(rt: &Rt, name: &str) -> PathBuf {

@@ -19,7 +19,7 @@ use serde_json::{Value, json};
 use socketcluster::auth::JwtAuth;
 
 use cli::{Running, run};
-use peers::Peer;
+use peers::{Peer, assert_claims};
 
 /// The servers' auth key.
 const KEY: &str = "client-auth-cli-key";
@@ -39,15 +39,6 @@ cli_tests! {
     auth_token_flag { smol: [js, rust], tokio: [js, rust] }
     repl_authenticate_and_deauthenticate { smol: [js, rust], tokio: [js] }
     repl_with_a_rejected_token { smol: [js, rust], tokio: [] }
-}
-
-/// Asserts that `payload` is `data` plus `iat` and `exp` (a day later).
-fn assert_claims(payload: &Value, data: &Value) {
-    let mut rest = payload.as_object().unwrap_or_else(|| panic!("not an object: {payload}")).clone();
-    let iat = rest.remove("iat").and_then(|v| v.as_u64()).unwrap_or_else(|| panic!("no iat: {payload}"));
-    let exp = rest.remove("exp").and_then(|v| v.as_u64()).unwrap_or_else(|| panic!("no exp: {payload}"));
-    assert_eq!(exp - iat, 86_400, "{payload}");
-    assert_eq!(Value::Object(rest), *data, "{payload}");
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -22,7 +22,11 @@
 #[path = "support/util.rs"]
 mod util;
 
-use std::future::Future;
+// The runtimes (the stuck client here is its own raw WebSocket).
+#[macro_use]
+#[path = "support/raw.rs"]
+mod raw;
+
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
@@ -34,14 +38,12 @@ use futures::{FutureExt, StreamExt};
 use serde_json::{Value, json};
 use socketcluster::client::{Channel, ChannelEvent, Client, ClientOptions};
 use socketcluster::protocol::channels::SubscribeOptions;
-use socketcluster::runtime::Runtime;
 use socketcluster::server::{Server, ServerEvent, ServerOptions, ServerSocket, SocketEvent};
 use socketcluster::stream::Consumer;
 
+use raw::Rt;
 use util::{LIMIT, within};
 
-/// The bound of a whole test body.
-const TEST_LIMIT: Duration = Duration::from_secs(120);
 /// Messages per burst.
 const BURST: usize = 5_000;
 /// Bytes of padding per message.
@@ -52,69 +54,6 @@ const OUTBOUND_LIMIT: usize = 1_000;
 const WINDOW: usize = 200;
 /// Normal subscribers.
 const NORMAL: usize = 3;
-
-// ---------------------------------------------------------------------------------------------
-// Runtimes
-// ---------------------------------------------------------------------------------------------
-
-/// The runtime of the server and of the normal clients. The stuck client uses smol's reactor on
-/// both: it is a plain TCP stream, so it works from inside a tokio runtime too.
-#[derive(Clone, Copy, Debug)]
-enum Rt {
-    Smol,
-    #[cfg(feature = "tokio")]
-    Tokio,
-}
-
-impl Rt {
-    async fn listen(self, options: ServerOptions) -> (Server, SocketAddr) {
-        match self {
-            Rt::Smol => socketcluster::smol::listen("127.0.0.1:0", options).await.unwrap(),
-            #[cfg(feature = "tokio")]
-            Rt::Tokio => socketcluster::tokio::listen("127.0.0.1:0", options).await.unwrap(),
-        }
-    }
-
-    fn runtime(self) -> Arc<dyn Runtime> {
-        match self {
-            Rt::Smol => socketcluster::smol::runtime(),
-            #[cfg(feature = "tokio")]
-            Rt::Tokio => socketcluster::tokio::runtime(),
-        }
-    }
-
-    fn client(self, options: ClientOptions) -> Client {
-        match self {
-            Rt::Smol => socketcluster::smol::connect(options),
-            #[cfg(feature = "tokio")]
-            Rt::Tokio => socketcluster::tokio::connect(options),
-        }
-    }
-}
-
-fn on_smol<F: Future<Output = ()>>(scenario: impl FnOnce(Rt) -> F) {
-    smol::block_on(within(TEST_LIMIT, "the test body", scenario(Rt::Smol)));
-}
-
-#[cfg(feature = "tokio")]
-fn on_tokio<F: Future<Output = ()>>(scenario: impl FnOnce(Rt) -> F) {
-    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
-    rt.block_on(within(TEST_LIMIT, "the test body", scenario(Rt::Tokio)));
-    rt.shutdown_timeout(Duration::from_secs(5));
-}
-
-/// One `#[test]` per scenario and runtime: `smol_rt::NAME` and (feature `tokio`) `tokio_rt::NAME`.
-macro_rules! on_both_runtimes {
-    ($($name:ident),* $(,)?) => {
-        mod smol_rt {
-            $( #[test] fn $name() { super::on_smol(super::$name) } )*
-        }
-        #[cfg(feature = "tokio")]
-        mod tokio_rt {
-            $( #[test] fn $name() { super::on_tokio(super::$name) } )*
-        }
-    };
-}
 
 on_both_runtimes!(stuck_reader_is_shed_with_1013, without_a_limit_nobody_is_shed);
 

@@ -17,6 +17,8 @@ use std::rc::Rc;
 
 use tokio::net::{TcpListener, TcpStream};
 
+use crate::client::find;
+
 /// A subscriber's connection: bytes that did not fit in its socket wait here for its flusher.
 struct Conn {
     stream: TcpStream,
@@ -109,17 +111,13 @@ async fn flusher(conn: Rc<Conn>) {
     }
 }
 
-fn find(hay: &[u8], needle: &[u8]) -> Option<usize> {
-    hay.windows(needle.len()).position(|w| w == needle)
-}
-
 /// The request's `cid`, when it ends with one.
 fn cid(msg: &[u8]) -> Option<&[u8]> {
-    let at = hay_rfind(msg, b",\"cid\":")?;
+    let at = rfind(msg, b",\"cid\":")?;
     Some(&msg[at + 7..msg.len() - 1])
 }
 
-fn hay_rfind(hay: &[u8], needle: &[u8]) -> Option<usize> {
+fn rfind(hay: &[u8], needle: &[u8]) -> Option<usize> {
     hay.windows(needle.len()).rposition(|w| w == needle)
 }
 
@@ -216,7 +214,7 @@ fn handle(conn: &Rc<Conn>, channels: &Channels, msg: &[u8], out: &mut Vec<u8>) {
     const PUBLISH: &[u8] = b"{\"event\":\"#publish\",\"data\":";
     if msg.starts_with(PUBLISH) {
         // The outgoing frame is the incoming one without its cid.
-        let body_end = hay_rfind(msg, b",\"cid\":").unwrap_or(msg.len() - 1);
+        let body_end = rfind(msg, b",\"cid\":").unwrap_or(msg.len() - 1);
         let body = &msg[PUBLISH.len()..body_end];
         let Some(c) = find(body, b"\"channel\":\"") else { return };
         let name = &body[c + 11..];

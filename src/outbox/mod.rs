@@ -381,9 +381,9 @@ impl Outbox {
         (Self { shared }, finished)
     }
 
-    /// Queues `item` unless the queue is closed; schedules a visit unless one is due or the
-    /// connection is full.
-    fn queue(&self, item: Outbound) -> bool {
+    /// Queues `item` unless the queue is closed (and closes it after `item` when `last`);
+    /// schedules a visit unless one is due or the connection is full.
+    fn queue_then(&self, item: Outbound, last: bool) -> bool {
         let s = &self.shared;
         {
             let mut st = s.state.lock();
@@ -391,11 +391,16 @@ impl Outbox {
                 return false;
             }
             st.queue.push_back(item);
+            st.open = !last;
         }
         if !s.blocked.load(Ordering::Acquire) && !s.scheduled.swap(true, Ordering::AcqRel) {
             s.writer.push(s.clone());
         }
         true
+    }
+
+    fn queue(&self, item: Outbound) -> bool {
+        self.queue_then(item, false)
     }
 
     /// Queues a text frame; false when the socket is closed or over its limit.

@@ -238,20 +238,7 @@ impl futures::io::AsyncWrite for Tap {
 impl Outbox {
     /// Queues bytes the WebSocket library wrote. After a close frame nothing more is accepted.
     fn raw_bytes(&self, bytes: Vec<u8>) {
-        let closes = has_close_frame(&bytes);
-        let s = &self.shared;
-        {
-            let mut st = s.state.lock();
-            if !st.open {
-                return;
-            }
-            st.queue.push_back(Outbound::Raw(bytes));
-            if closes {
-                st.open = false;
-            }
-        }
-        if !s.blocked.load(Ordering::Acquire) && !s.scheduled.swap(true, Ordering::AcqRel) {
-            s.writer.push(s.clone());
-        }
+        let last = has_close_frame(&bytes);
+        self.queue_then(Outbound::Raw(bytes), last);
     }
 }

@@ -17,6 +17,32 @@ use futures::Sink;
 use super::*;
 use crate::runtime::BoxFuture;
 
+/// A scripted connection's "full" switch: while it is on (or the connection says so), polls are
+/// pending and register the waker, which switching it off wakes.
+#[derive(Default)]
+struct Gate {
+    full: bool,
+    waker: Option<Waker>,
+    polls_while_full: usize,
+}
+
+impl Gate {
+    fn blocks(&mut self, cx: &Context<'_>, also: bool) -> bool {
+        let blocked = self.full || also;
+        if blocked {
+            self.polls_while_full += 1;
+            self.waker = Some(cx.waker().clone());
+        }
+        blocked
+    }
+
+    /// Sets the switch; returns the waker to wake (after the lock is released) when it opens.
+    fn set(&mut self, full: bool) -> Option<Waker> {
+        self.full = full;
+        if full { None } else { self.waker.take() }
+    }
+}
+
 /// What a scripted connection saw.
 #[derive(Default)]
 struct WireState {
@@ -24,10 +50,8 @@ struct WireState {
     flushed: Vec<String>,
     /// Fed, not yet flushed.
     fed: Vec<String>,
-    /// While false, `poll_ready` and `poll_flush` are pending (a full TCP buffer).
-    full: bool,
-    waker: Option<Waker>,
-    polls_while_full: usize,
+    /// While full, `poll_ready` and `poll_flush` are pending (a full TCP buffer).
+    gate: Gate,
     flushes: usize,
     closed: bool,
 }
@@ -49,23 +73,14 @@ impl Wire {
     }
 
     fn set_full(&self, full: bool) {
-        let waker = {
-            let mut st = self.state();
-            st.full = full;
-            if full { None } else { st.waker.take() }
-        };
+        let waker = self.state().gate.set(full);
         if let Some(w) = waker {
             w.wake();
         }
     }
 
     fn pending(&self, cx: &Context<'_>) -> bool {
-        let mut st = self.state();
-        if st.full {
-            st.polls_while_full += 1;
-            st.waker = Some(cx.waker().clone());
-        }
-        st.full
+        self.state().gate.blocks(cx, false)
     }
 }
 
@@ -174,12 +189,12 @@ fn a_full_connection_is_skipped_and_resumed_by_its_own_wake() {
     assert_eq!(fast_wire.flushed(), frames(&["f1"]), "the other socket is written");
     assert!(slow_wire.flushed().is_empty());
     assert_eq!(slow.len(), 1);
-    let polls = slow_wire.state().polls_while_full;
+    let polls = slow_wire.state().gate.polls_while_full;
     // More frames for the full socket do not bring it back before its connection wakes it.
     slow.text("s2");
     fast.text("f2");
     run(&mut task);
-    assert_eq!(slow_wire.state().polls_while_full, polls, "a blocked socket is not revisited");
+    assert_eq!(slow_wire.state().gate.polls_while_full, polls, "a blocked socket is not revisited");
     assert_eq!(fast_wire.flushed(), frames(&["f1", "f2"]));
     slow_wire.set_full(false); // wakes the registered waker
     run(&mut task);
@@ -322,8 +337,7 @@ struct PipeState {
     cap: usize,
     /// Bytes it takes before it is full (`None`: no end).
     room: Option<usize>,
-    full: bool,
-    waker: Option<Waker>,
+    gate: Gate,
     writes: usize,
 }
 
@@ -346,11 +360,7 @@ impl Pipe {
     }
 
     fn set_full(&self, full: bool) {
-        let waker = {
-            let mut st = self.state();
-            st.full = full;
-            if full { None } else { st.waker.take() }
-        };
+        let waker = self.state().gate.set(full);
         if let Some(w) = waker {
             w.wake();
         }
@@ -393,8 +403,8 @@ impl Pipe {
 impl futures::io::AsyncWrite for Pipe {
     fn poll_write(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<std::io::Result<usize>> {
         let mut st = self.state();
-        if st.full || st.room == Some(0) {
-            st.waker = Some(cx.waker().clone());
+        let no_room = st.room == Some(0);
+        if st.gate.blocks(cx, no_room) {
             return Poll::Pending;
         }
         let mut n = if st.cap == 0 { buf.len() } else { buf.len().min(st.cap) };
@@ -471,7 +481,7 @@ fn raw_full_connection_resumes_mid_frame_on_its_wake() {
     assert_eq!(other.texts(), frames(&["other"]), "the other socket is not held up");
     assert_eq!(pipe.state().bytes.len(), 5, "not revisited before its wake");
     pipe.state().room = None;
-    let waker = pipe.state().waker.take();
+    let waker = pipe.state().gate.waker.take();
     waker.expect("the full connection registered the socket's waker").wake();
     run(&mut task);
     assert_eq!(pipe.texts(), frames(&["0123456789", "after"]));
@@ -531,7 +541,7 @@ fn raw_flushed_and_discard_respect_written_bytes() {
     assert_eq!(out.discard(), 1, "the partly written frame stays");
     pipe.state().room = None;
     pipe.set_full(false);
-    if let Some(w) = pipe.state().waker.take() {
+    if let Some(w) = pipe.state().gate.waker.take() {
         w.wake();
     }
     run(&mut task);

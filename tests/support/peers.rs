@@ -157,3 +157,13 @@ pub(crate) fn read_lines(stdout: ChildStdout) -> mpsc::Receiver<String> {
     });
     rx
 }
+
+/// Asserts that a token payload is `data` plus the `iat` and `exp` both servers add (default
+/// expiry: a day).
+pub(crate) fn assert_claims(payload: &serde_json::Value, data: &serde_json::Value) {
+    let mut rest = payload.as_object().unwrap_or_else(|| panic!("not an object: {payload}")).clone();
+    let iat = rest.remove("iat").and_then(|v| v.as_u64()).unwrap_or_else(|| panic!("no iat: {payload}"));
+    let exp = rest.remove("exp").and_then(|v| v.as_u64()).unwrap_or_else(|| panic!("no exp: {payload}"));
+    assert_eq!(exp - iat, 86_400, "{payload}");
+    assert_eq!(serde_json::Value::Object(rest), *data, "{payload}");
+}
