@@ -371,7 +371,8 @@ async fn run(server: Server, addr: std::net::SocketAddr, runtime: Arc<dyn Runtim
     // Listen for connections before saying we are ready, so the first client gets its handlers.
     let connections = server.listener("connection");
     start_handlers(&server, &runtime);
-    print_line(&json!({ "listening": addr.to_string() }));
+    // The handler is in place before we say we are ready: a SIGTERM right after the `listening`
+    // line must close the sockets (1001) and exit 0, not kill the process.
     let (stop_tx, stop_rx) = async_channel::bounded::<()>(1);
     if let Err(e) = ctrlc::set_handler(move || {
         let _ = stop_tx.try_send(());
@@ -379,6 +380,7 @@ async fn run(server: Server, addr: std::net::SocketAddr, runtime: Arc<dyn Runtim
         eprintln!("interop_server: cannot install the signal handler: {e}");
         std::process::exit(1);
     }
+    print_line(&json!({ "listening": addr.to_string() }));
     runtime.spawn(Box::pin(serve(connections, runtime.clone(), foo_delay)));
     let _ = stop_rx.recv().await;
     server.close(1001, "", Duration::from_secs(2)).await;
