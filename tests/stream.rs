@@ -1404,3 +1404,109 @@ fn ids_and_handles_format_for_debugging() {
     assert!(format!("{stream:?}").contains("consumers: 1"));
     assert!(format!("{c:?}").contains("ConsumerId(1)"));
 }
+
+// ---------------------------------------------------------------------------------------------
+// Per-value release: a value is freed when the last consumer passes it, not with its chunk
+// ---------------------------------------------------------------------------------------------
+
+#[test]
+fn a_value_is_released_once_every_consumer_has_yielded_it() {
+    use std::sync::Arc;
+    let stream = WritableConsumableStream::new();
+    let mut a = stream.create_consumer();
+    let mut b = stream.create_consumer();
+    let values = [Arc::new(1), Arc::new(2), Arc::new(3)];
+    for v in &values {
+        stream.write(v.clone());
+    }
+    for expected in 1..=2 {
+        assert_eq!(try_next(&mut a).map(|v| *v.unwrap()), Some(expected));
+    }
+    // `a` has yielded 1 and 2: the buffer still holds them for `b`.
+    assert!(Arc::strong_count(&values[0]) > 1);
+    for expected in 1..=2 {
+        assert_eq!(try_next(&mut b).map(|v| *v.unwrap()), Some(expected));
+    }
+    assert_eq!(Arc::strong_count(&values[0]), 1, "nobody retains 1 once both consumers yielded it");
+    assert_eq!(Arc::strong_count(&values[1]), 1, "nobody retains 2 once both consumers yielded it");
+    assert!(Arc::strong_count(&values[2]) > 1, "3 is still held for the consumers");
+    assert_eq!(try_next(&mut a).map(|v| *v.unwrap()), Some(3));
+    assert_eq!(try_next(&mut b).map(|v| *v.unwrap()), Some(3));
+    assert_eq!(Arc::strong_count(&values[2]), 1);
+    assert_eq!(try_next(&mut a), None, "a is caught up and pending");
+}
+
+#[test]
+fn a_dropped_or_killed_slowest_consumer_releases_what_the_others_passed() {
+    use std::sync::Arc;
+    let stream = WritableConsumableStream::new();
+    let mut fast = stream.create_consumer();
+    let slow = stream.create_consumer();
+    let killed = stream.create_consumer();
+    let values: Vec<Arc<u32>> = (0..10).map(Arc::new).collect();
+    for v in &values {
+        stream.write(v.clone());
+    }
+    for i in 0..5 {
+        assert_eq!(try_next(&mut fast).map(|v| *v.unwrap()), Some(i));
+    }
+    assert!(values.iter().all(|v| Arc::strong_count(v) > 1));
+    drop(slow);
+    assert!(stream.kill_consumer(killed.id()));
+    // `fast` holds 5..10 in its prefetch queue; nothing before it is retained by anyone.
+    for v in &values[..5] {
+        assert_eq!(Arc::strong_count(v), 1);
+    }
+    for i in 5..10 {
+        assert_eq!(try_next(&mut fast).map(|v| *v.unwrap()), Some(i));
+    }
+    assert!(values.iter().all(|v| Arc::strong_count(v) == 1));
+}
+
+#[test]
+fn targeted_and_skipped_entries_are_released_when_passed() {
+    use std::sync::Arc;
+    let stream = WritableConsumableStream::new();
+    let mut a = stream.create_consumer();
+    let mut b = stream.create_consumer();
+    let for_b = Arc::new(100);
+    let for_all = Arc::new(1);
+    assert!(stream.write_to_consumer(b.id(), for_b.clone()));
+    stream.write(for_all.clone());
+    assert_eq!(try_next(&mut b).map(|v| *v.unwrap()), Some(100));
+    assert_eq!(try_next(&mut b).map(|v| *v.unwrap()), Some(1));
+    assert_eq!(try_next(&mut a).map(|v| *v.unwrap()), Some(1));
+    assert_eq!(Arc::strong_count(&for_b), 1, "the targeted value is released once both passed it");
+    assert_eq!(Arc::strong_count(&for_all), 1);
+}
+
+#[test]
+fn values_are_released_one_by_one_across_many_chunks_and_consumers() {
+    use std::sync::Arc;
+    // Writes interleaved with consumers at different paces over several chunks, so cursors stop
+    // mid-chunk: after each step, every value that all consumers have yielded is freed.
+    let stream = WritableConsumableStream::new();
+    let mut consumers: Vec<_> = (0..4).map(|_| stream.create_consumer()).collect();
+    let values: Vec<Arc<u32>> = (0..300).map(Arc::new).collect();
+    let mut written = 0;
+    let mut read = [0usize; 4];
+    for step in 0..1500 {
+        if step % 3 == 0 && written < values.len() {
+            stream.write(values[written].clone());
+            written += 1;
+        }
+        let k = (step * 7 + step / 5) % 4;
+        match try_next(&mut consumers[k]) {
+            Some(v) => {
+                assert_eq!(v.map(|v| *v), Some(read[k] as u32));
+                read[k] += 1;
+            }
+            None => assert_eq!(read[k], written, "pending only when caught up"),
+        }
+        let slowest = *read.iter().min().unwrap();
+        for v in &values[..slowest] {
+            assert_eq!(Arc::strong_count(v), 1, "value {v} was yielded by every consumer");
+        }
+    }
+    assert_eq!(read, [300; 4]);
+}

@@ -2,10 +2,13 @@
 //! (`head`) to the newest (`tail`).
 //!
 //! Every message is stored once. Each reader holds a [`Cursor`]: the sequence number of the next
-//! entry it will read and the chunk that holds it. A chunk counts the cursors inside it; the head
-//! chunk is freed as soon as no cursor is left in it, so memory is held only by the slowest
-//! reader. Chunking keeps the cost per buffered message at `size_of::<Entry<T>>()` plus a small
-//! share of one chunk header (one node per message would cost a header per message).
+//! entry it will read and the chunk that holds it. A chunk counts the cursors inside it, and how
+//! many stand at each of its entries; the head chunk is freed as soon as no cursor is left in it,
+//! so memory is held only by the slowest reader. Within the head chunk, a value is released as
+//! soon as the last cursor passes it: the last reader moves it out instead of cloning it, and
+//! whatever a departing reader leaves behind that nobody else will read is dropped. Chunking keeps
+//! the cost per buffered message at `size_of::<Entry<T>>()` plus a small share of one chunk header
+//! and its per-entry cursor counts (one node per message would cost a header per message).
 
 use alloc::boxed::Box;
 use alloc::vec::Vec;
@@ -23,6 +26,8 @@ pub(crate) enum Entry<T> {
     Value(T),
     /// A targeted value or a close packet.
     Special(Box<Special<T>>),
+    /// Released: every cursor has passed it (only ever before the head chunk's slowest cursor).
+    Gone,
 }
 
 /// The rare entries.
@@ -35,13 +40,80 @@ pub(crate) enum Special<T> {
     CloseConsumer(ConsumerId, Option<T>),
 }
 
+/// Cursors standing at each index of a chunk: `[i]` counts those whose next entry is `entries[i]`,
+/// `[CHUNK]` those at the very end of a full chunk.
+type AtCounts = [u32; CHUNK + 1];
+
 struct Chunk<T> {
     /// Sequence number of `entries[0]`.
     start: u64,
     entries: Vec<Entry<T>>,
+    /// Where the cursors inside stand, allocated with the entries. Before that every cursor of
+    /// the chunk stands at index 0 (a chunk gets entries before any cursor can move in it).
+    at: Option<Box<AtCounts>>,
     next: Option<usize>,
     /// Cursors currently inside this chunk.
-    readers: usize,
+    readers: u32,
+    /// In the head chunk: the entries before `low` were released, and `low` is the index of the
+    /// slowest cursor in the chunk. Elsewhere 0.
+    low: usize,
+}
+
+impl<T> Chunk<T> {
+    fn new(start: u64) -> Self {
+        Self { start, entries: Vec::new(), at: None, next: None, readers: 0, low: 0 }
+    }
+
+    fn idx(&self, pos: u64) -> usize {
+        (pos - self.start) as usize
+    }
+
+    /// Counts a cursor arriving at index `i`.
+    fn arrive(&mut self, i: usize) {
+        self.readers += 1;
+        if let Some(at) = &mut self.at {
+            at[i] += 1;
+        }
+    }
+
+    /// Counts a cursor leaving index `i`; returns whether no cursor is left at `i`.
+    fn depart(&mut self, i: usize) -> bool {
+        self.readers -= 1;
+        match &mut self.at {
+            Some(at) => {
+                at[i] -= 1;
+                at[i] == 0
+            }
+            None => self.readers == 0,
+        }
+    }
+
+    /// Cursors at index `i`.
+    fn cursors_at(&self, i: usize) -> u32 {
+        match &self.at {
+            Some(at) => at[i],
+            None if i == 0 => self.readers,
+            None => 0,
+        }
+    }
+
+    /// In the head chunk: releases the entries from `low` up to the slowest cursor into `dead`
+    /// and moves `low` there.
+    fn release_passed(&mut self, dead: &mut Vec<Entry<T>>) {
+        if self.readers == 0 {
+            return; // the whole chunk is about to be freed
+        }
+        let mut low = self.low;
+        while self.cursors_at(low) == 0 {
+            if let Some(entry) = self.entries.get_mut(low)
+                && !matches!(entry, Entry::Gone)
+            {
+                dead.push(core::mem::replace(entry, Entry::Gone));
+            }
+            low += 1;
+        }
+        self.low = low;
+    }
 }
 
 /// A reader's position in the buffer.
@@ -53,15 +125,19 @@ pub(crate) struct Cursor {
     pub(crate) pos: u64,
 }
 
-/// Chunks freed under the lock, to be dropped after it is released: dropping an entry runs user
-/// code (a value's `Drop`), which may even drop the stream's last handle, and that locks again.
-pub(crate) struct Graveyard<T>(#[allow(dead_code, reason = "held only to be dropped later")] Vec<Chunk<T>>);
+/// Chunks and entries freed under the lock, to be dropped after it is released: dropping an entry
+/// runs user code (a value's `Drop`), which may even drop the stream's last handle, and that locks
+/// again.
+#[allow(dead_code, reason = "held only to be dropped later")]
+pub(crate) struct Graveyard<T>(Vec<Chunk<T>>, Vec<Entry<T>>);
 
 /// The buffer. All methods run under the stream's lock.
 pub(crate) struct Buffer<T> {
     chunks: Slab<Chunk<T>>,
     /// Freed chunks not yet dropped (see [`Graveyard`]).
     graveyard: Vec<Chunk<T>>,
+    /// Released entries not yet dropped (see [`Graveyard`]).
+    dead: Vec<Entry<T>>,
     head: Option<usize>,
     tail: Option<usize>,
     /// Sequence number the next pushed entry gets.
@@ -70,17 +146,17 @@ pub(crate) struct Buffer<T> {
 
 impl<T> Buffer<T> {
     pub(crate) const fn new() -> Self {
-        Self { chunks: Slab::new(), graveyard: Vec::new(), head: None, tail: None, end: 0 }
+        Self { chunks: Slab::new(), graveyard: Vec::new(), dead: Vec::new(), head: None, tail: None, end: 0 }
     }
 
     /// Takes the freed chunks, for the caller to drop once the lock is released.
     pub(crate) fn take_graveyard(&mut self) -> Graveyard<T> {
-        Graveyard(core::mem::take(&mut self.graveyard))
+        Graveyard(core::mem::take(&mut self.graveyard), core::mem::take(&mut self.dead))
     }
 
-    /// Whether freed chunks wait to be dropped.
+    /// Whether freed chunks or entries wait to be dropped.
     pub(crate) fn has_graveyard(&self) -> bool {
-        !self.graveyard.is_empty()
+        !self.graveyard.is_empty() || !self.dead.is_empty()
     }
 
     /// Sequence number the next pushed entry gets.
@@ -105,7 +181,9 @@ impl<T> Buffer<T> {
             Some(t) => t,
             None => self.new_chunk(),
         };
-        self.chunks[chunk].readers += 1;
+        let c = &mut self.chunks[chunk];
+        let i = c.idx(self.end);
+        c.arrive(i);
         Cursor { chunk, pos: self.end }
     }
 
@@ -115,7 +193,7 @@ impl<T> Buffer<T> {
         if self.chunks.capacity() == 0 {
             self.chunks.reserve_exact(1); // most streams never need a second chunk
         }
-        let key = self.chunks.insert(Chunk { start: self.end, entries: Vec::new(), next: None, readers: 0 });
+        let key = self.chunks.insert(Chunk::new(self.end));
         match self.tail {
             Some(t) => self.chunks[t].next = Some(key),
             None => self.head = Some(key),
@@ -130,40 +208,80 @@ impl<T> Buffer<T> {
             Some(t) if self.chunks[t].entries.len() < CHUNK => t,
             _ => self.new_chunk(),
         };
-        let entries = &mut self.chunks[tail].entries;
-        if entries.capacity() == 0 {
-            entries.reserve_exact(CHUNK);
+        let chunk = &mut self.chunks[tail];
+        if chunk.entries.capacity() == 0 {
+            chunk.entries.reserve_exact(CHUNK);
+            let mut at = Box::new([0; CHUNK + 1]);
+            at[0] = chunk.readers; // every cursor of a chunk without entries stands at 0
+            chunk.at = Some(at);
         }
-        entries.push(entry);
+        chunk.entries.push(entry);
         self.end += 1;
     }
 
     /// The entries from `cursor` to the end of its chunk (empty when the cursor has read
-    /// everything). Steps the cursor into the next chunk when it stands at the end of a full one,
-    /// freeing chunks nobody reads. The caller reads a prefix and moves `cursor.pos` past it.
+    /// everything), and how many of the first ones nobody else will read: the caller may move
+    /// those out (leaving [`Entry::Gone`]) instead of cloning them. Steps the cursor into the next
+    /// chunk when it stands at the end of a full one, freeing chunks nobody reads. The caller
+    /// reads a prefix and then calls [`advance`](Self::advance) past it.
     #[inline]
-    pub(crate) fn readable(&mut self, cursor: &mut Cursor) -> &[Entry<T>] {
+    pub(crate) fn readable(&mut self, cursor: &mut Cursor) -> (&mut [Entry<T>], usize) {
         let chunk = &self.chunks[cursor.chunk];
-        let idx = (cursor.pos - chunk.start) as usize;
+        let mut idx = chunk.idx(cursor.pos);
         if idx == CHUNK
             && let Some(next) = chunk.next
         {
             // At the end of a full chunk with a successor: step into it.
-            self.chunks[next].readers += 1;
-            self.leave(cursor.chunk);
+            self.chunks[next].arrive(0);
+            self.leave(cursor.chunk, CHUNK);
             cursor.chunk = next;
-            return &self.chunks[next].entries;
+            idx = 0;
         }
-        &self.chunks[cursor.chunk].entries[idx..]
+        let head = self.head == Some(cursor.chunk);
+        let chunk = &mut self.chunks[cursor.chunk];
+        let len = chunk.entries.len();
+        // Only the slowest cursor of the head chunk, alone at its index, is the last reader of
+        // the entries up to the next cursor.
+        let mine = if head && idx == chunk.low && chunk.cursors_at(idx) == 1 {
+            (idx + 1..len).find(|&i| chunk.cursors_at(i) > 0).unwrap_or(len) - idx
+        } else {
+            0
+        };
+        (&mut chunk.entries[idx..], mine)
+    }
+
+    /// Moves `cursor` past `n` entries of its chunk (a prefix of what [`readable`](Self::readable)
+    /// returned), releasing what every cursor has now passed.
+    #[inline]
+    pub(crate) fn advance(&mut self, cursor: &mut Cursor, n: u64) {
+        if n == 0 {
+            return;
+        }
+        let head = self.head == Some(cursor.chunk);
+        let chunk = &mut self.chunks[cursor.chunk];
+        let from = chunk.idx(cursor.pos);
+        cursor.pos += n;
+        let to = chunk.idx(cursor.pos);
+        let left_empty = chunk.depart(from);
+        chunk.arrive(to);
+        if head && left_empty && from == chunk.low {
+            chunk.release_passed(&mut self.dead);
+        }
     }
 
     /// The cursor's reader is gone: release its hold on the buffer.
     pub(crate) fn release(&mut self, cursor: Cursor) {
-        self.leave(cursor.chunk);
+        let idx = self.chunks[cursor.chunk].idx(cursor.pos);
+        self.leave(cursor.chunk, idx);
     }
 
-    fn leave(&mut self, chunk: usize) {
-        self.chunks[chunk].readers -= 1;
+    /// A cursor leaves index `idx` of `chunk` (for another chunk, or for good).
+    fn leave(&mut self, chunk: usize, idx: usize) {
+        let c = &mut self.chunks[chunk];
+        let left_empty = c.depart(idx);
+        if self.head == Some(chunk) && left_empty && idx == c.low {
+            c.release_passed(&mut self.dead);
+        }
         // Free the head chunks no cursor stands in. A chunk after the head may be empty of
         // readers while an older one is not; it waits until the head reaches it.
         while let Some(h) = self.head {
@@ -176,6 +294,8 @@ impl<T> Buffer<T> {
                     let freed = self.chunks.remove(h);
                     self.graveyard.push(freed);
                     self.head = Some(next);
+                    // The new head: release what its cursors have all passed.
+                    self.chunks[next].release_passed(&mut self.dead);
                 }
                 None => {
                     // The tail chunk with no reader left: nobody reads the buffer at all.

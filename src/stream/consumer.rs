@@ -137,22 +137,38 @@ impl<T: Clone> Consumer<T> {
         let slot = &mut consumers[self.slot];
         let me = self.id;
         loop {
-            let entries = buffer.readable(&mut slot.cursor);
+            let (entries, mine) = buffer.readable(&mut slot.cursor);
             if entries.is_empty() {
                 return None;
             }
+            let available = entries.len() as u64;
             let mut passed = 0;
-            for entry in entries {
+            let mut closed = None;
+            for (k, entry) in entries.iter_mut().enumerate() {
                 if self.cache.len() == PREFETCH {
                     break;
                 }
                 let special = match entry {
+                    // Nobody else will read it: move it out instead of cloning it.
+                    Entry::Value(_) if k < mine => {
+                        if let Entry::Value(v) = core::mem::replace(entry, Entry::Gone) {
+                            self.cache.push(v);
+                        }
+                        passed += 1;
+                        continue;
+                    }
                     Entry::Value(v) => {
                         self.cache.push(v.clone());
                         passed += 1;
                         continue;
                     }
                     Entry::Special(special) => &**special,
+                    Entry::Gone => {
+                        // Released entries lie only before the slowest cursor, never after one.
+                        debug_assert!(false, "a cursor reached a released entry");
+                        passed += 1;
+                        continue;
+                    }
                 };
                 let (target, end) = match special {
                     Special::To(id, v) => {
@@ -175,14 +191,13 @@ impl<T: Clone> Consumer<T> {
                     }
                 }
                 if let Some(value) = end {
-                    let end = End::Closed { value: value.clone() };
-                    slot.cursor.pos += passed;
-                    return Some(end);
+                    closed = Some(End::Closed { value: value.clone() });
+                    break;
                 }
             }
-            slot.cursor.pos += passed;
-            if passed < entries.len() as u64 {
-                return None; // the batch is full, or a close waits behind the batch
+            buffer.advance(&mut slot.cursor, passed);
+            if closed.is_some() || passed < available {
+                return closed; // closed, the batch is full, or a close waits behind the batch
             }
         }
     }
