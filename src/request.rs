@@ -30,6 +30,8 @@ pub struct Request {
     sent: Arc<AtomicBool>,
     responder: Arc<dyn Respond>,
     pending: Option<Arc<Pending>>,
+    /// Closed once the answer is queued (or when the last clone is dropped unanswered).
+    answered: Option<async_channel::Sender<()>>,
 }
 
 /// Counts a socket's requests until one is answered or its last clone is dropped.
@@ -72,7 +74,16 @@ impl Request {
             sent: Arc::new(AtomicBool::new(false)),
             responder,
             pending: None,
+            answered: None,
         }
+    }
+
+    /// A request whose answer (or the drop of its last clone) ends the returned receiver's
+    /// `recv`: the server waits on it before the later packets of a batch.
+    pub(crate) fn watched(mut self) -> (Self, async_channel::Receiver<()>) {
+        let (tx, rx) = async_channel::bounded(1);
+        self.answered = Some(tx);
+        (self, rx)
     }
 
     /// A request counted in `pending` until it is answered or its last clone is dropped.
@@ -125,8 +136,11 @@ impl Request {
         if let Some(p) = &self.pending {
             p.release();
         }
-        let frame = frame()?;
-        if self.responder.respond(frame) {
+        let queued = frame().map(|f| self.responder.respond(f));
+        if let Some(tx) = &self.answered {
+            tx.close();
+        }
+        if queued? {
             Ok(())
         } else {
             Err(Error::BadConnection {

@@ -512,6 +512,12 @@ impl ServerConnection {
         self.events.pop_front()
     }
 
+    /// Whether events are waiting: right after an event of a batch frame, the frame's later
+    /// packets (the server waits for an invoke's answer before going on with them).
+    pub fn has_events(&self) -> bool {
+        !self.events.is_empty()
+    }
+
     /// When [`handle_timeout`](Self::handle_timeout) should next be called (`None` once closed).
     pub fn poll_timeout(&self) -> Option<Duration> {
         if self.state == ServerState::Closed {

@@ -82,7 +82,9 @@ impl Driver {
             ConnEvent::Invoke { event, data, cid } => {
                 let action = InboundAction::Invoke { socket: self.socket.clone(), procedure: event, data };
                 match self.inbound(action).await {
-                    Ok(InboundAction::Invoke { procedure, data, .. }) => self.request(&procedure, data, cid),
+                    Ok(InboundAction::Invoke { procedure, data, .. }) => {
+                        self.invoke(&procedure, data, cid).await;
+                    }
                     Ok(_) => {}
                     Err(b) => self.respond(Some(cid), Err(b.client_error("inbound", "invoke"))),
                 }

@@ -364,7 +364,26 @@ impl Driver {
     }
 
     /// Hands an invoke to its procedure's consumers, unless the socket has too many waiting.
-    pub(super) fn request(&self, procedure: &str, data: Option<Value>, cid: u64) {
+    /// When later packets of its batch frame wait behind it, waits (at most
+    /// [`batch_answer_wait`](super::ServerOptions::batch_answer_wait)) for its answer, so that
+    /// prompt answers leave in packet order.
+    pub(super) async fn invoke(&self, procedure: &str, data: Option<Value>, cid: u64) {
+        let wait = self.server.options.batch_answer_wait;
+        let batched = !wait.is_zero() && self.socket.inner.conn.lock().has_events();
+        let Some(answered) = self.request(procedure, data, cid, batched) else { return };
+        let sleep = self.server.runtime.sleep_until(Instant::now() + wait);
+        futures::future::select(core::pin::pin!(answered.recv()), sleep).await;
+    }
+
+    /// Hands an invoke to its procedure's consumers; with `watch`, returns what ends when it is
+    /// answered or dropped.
+    fn request(
+        &self,
+        procedure: &str,
+        data: Option<Value>,
+        cid: u64,
+        watch: bool,
+    ) -> Option<async_channel::Receiver<()>> {
         let inner = &self.socket.inner;
         if let Some(max) = self.server.options.max_pending_requests
             && inner.pending_requests.load(Ordering::Acquire) >= max
@@ -374,13 +393,19 @@ impl Driver {
                 alloc::format!("Socket {} has {max} requests waiting for an answer", inner.id),
             );
             self.respond(Some(cid), Err(e));
-            return;
+            return None;
         }
-        let req = Request::new(procedure, data, cid, inner.clone()).counted(&inner.pending_requests);
+        let mut req = Request::new(procedure, data, cid, inner.clone()).counted(&inner.pending_requests);
+        let mut answered = None;
+        if watch {
+            let (r, rx) = req.watched();
+            (req, answered) = (r, Some(rx));
+        }
         if self.server.procedures.consumer_count(procedure) > 0 {
             self.server.procedures.write(procedure, (self.socket.clone(), req.clone()));
         }
         inner.procedures.write(procedure, req);
+        answered
     }
 
     pub(super) fn warn(&self, error: RemoteError) {

@@ -83,6 +83,13 @@ pub struct ServerOptions {
     /// At most this many of a socket's invokes may wait for an answer from the server; more are
     /// answered at once with `ResourceLimitError` (unlimited when `None`).
     pub max_pending_requests: Option<usize>,
+    /// Within one inbound batch frame (a JSON array of packets), how long an invoke's handler
+    /// may take to answer before the packets after it are handled anyway (100 ms; zero: do not
+    /// wait). Handlers that answer within it get their answers out in packet order, as with
+    /// socketcluster-server; a slower one holds only this socket's later packets of that frame,
+    /// and only this long — its answer then leaves whenever it comes. Frames with one packet
+    /// never wait.
+    pub batch_answer_wait: Duration,
 }
 
 impl fmt::Debug for ServerOptions {
@@ -104,6 +111,7 @@ impl fmt::Debug for ServerOptions {
             .field("origins", &self.origins)
             .field("outbound_limit", &self.outbound_limit)
             .field("max_pending_requests", &self.max_pending_requests)
+            .field("batch_answer_wait", &self.batch_answer_wait)
             .finish()
     }
 }
@@ -127,6 +135,7 @@ impl Default for ServerOptions {
             origins: None,
             outbound_limit: None,
             max_pending_requests: None,
+            batch_answer_wait: Duration::from_millis(100),
         }
     }
 }
