@@ -16,6 +16,8 @@
 //!
 //! - **live**: the consumers are tasks that keep up with the writer; the writer yields to the
 //!   executor every 64 writes (a hand-written yield-once future).
+//! - **step**: live, but the writer yields with `tokio::task::yield_now` after every write, so
+//!   consumers are woken for each message (no batching of wake-ups; no JS counterpart).
 //! - **drain**: the writer writes everything first; then the consumers are spawned and drain it.
 //!
 //! Every consumer reads until the channel ends and checks that it saw every message, in order (the
@@ -383,6 +385,8 @@ fn peers<T: Payload>() -> [PeerFns; 4] {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Scenario {
     Live,
+    /// Live, but the writer yields with `tokio::task::yield_now` after every write.
+    Step,
     Drain,
 }
 
@@ -390,6 +394,7 @@ impl Scenario {
     fn name(self) -> &'static str {
         match self {
             Scenario::Live => "live",
+            Scenario::Step => "step",
             Scenario::Drain => "drain",
         }
     }
@@ -446,12 +451,26 @@ impl Future for YieldNow {
     }
 }
 
-/// Writes messages `0..messages`, yielding every `yield_every` writes if set, then ends the channel.
-async fn write<P: Peer<T>, T: Payload>(tx: P, messages: u64, yield_every: Option<u64>) {
+/// How the writer gives way to the consumers.
+#[derive(Clone, Copy)]
+enum Yield {
+    /// Never (drain).
+    Never,
+    /// A [`YieldNow`] every [`YIELD_EVERY`] writes (live).
+    Every64,
+    /// `tokio::task::yield_now` after each write (step).
+    EachWrite,
+}
+
+/// Writes messages `0..messages`, yielding as told, then ends the channel.
+async fn write<P: Peer<T>, T: Payload>(tx: P, messages: u64, how: Yield) {
     for i in 0..messages {
         tx.publish(T::make(i));
-        if yield_every.is_some_and(|k| (i + 1) % k == 0) {
-            YieldNow::default().await;
+        match how {
+            Yield::Never => {}
+            Yield::Every64 if (i + 1) % YIELD_EVERY == 0 => YieldNow::default().await,
+            Yield::Every64 => {}
+            Yield::EachWrite => tokio::task::yield_now().await,
         }
     }
     tx.finish();
@@ -492,13 +511,14 @@ fn run<P: Peer<T>, T: Payload>(rt: &Runtime, scenario: Scenario, n: usize, messa
     rt.block_on(async move {
         let start = Instant::now();
         let consumers = match scenario {
-            Scenario::Live => {
+            Scenario::Live | Scenario::Step => {
                 let consumers = spawn_consumers(rxs, messages);
-                tokio::spawn(write(tx, messages, Some(YIELD_EVERY))).await.expect("writer panicked");
+                let how = if scenario == Scenario::Live { Yield::Every64 } else { Yield::EachWrite };
+                tokio::spawn(write(tx, messages, how)).await.expect("writer panicked");
                 consumers
             }
             Scenario::Drain => {
-                tokio::spawn(write(tx, messages, None)).await.expect("writer panicked");
+                tokio::spawn(write(tx, messages, Yield::Never)).await.expect("writer panicked");
                 spawn_consumers(rxs, messages)
             }
         };
@@ -541,7 +561,7 @@ fn timed_table(cfg: &Config) {
     // Scenario, executor and payload; then N, messages, the peers, JS and the two ratios.
     println!("|---|---|---|{}", "---:|".repeat(names.len() + 5));
     let runtimes = [Exec::CurrentThread, Exec::MultiThread2].map(|e| (e, e.runtime()));
-    for scenario in [Scenario::Live, Scenario::Drain] {
+    for scenario in [Scenario::Live, Scenario::Step, Scenario::Drain] {
         for (exec, rt) in &runtimes {
             timed_rows::<u64>(cfg, rt, *exec, scenario);
             timed_rows::<Arc<[u8; 64]>>(cfg, rt, *exec, scenario);
@@ -569,7 +589,7 @@ fn timed_rows<T: Payload>(cfg: &Config, rt: &Runtime, exec: Exec, scenario: Scen
         let best_peer = ns[1..].iter().copied().fold(f64::INFINITY, f64::min);
         // JavaScript is single-threaded: it only has a counterpart on the current_thread rows.
         let js = match &cfg.js {
-            Ok(js) if exec == Exec::CurrentThread => {
+            Ok(js) if exec == Exec::CurrentThread && scenario != Scenario::Step => {
                 Some(js.timed::<T>(scenario, n, cfg.js_deliveries / n as u64, cfg.reps))
             }
             _ => None,

@@ -78,6 +78,7 @@
 //! cargo bench --bench ws_fanout -- --quick            # CI smoke: tiny version of every case
 //! cargo bench --bench ws_fanout -- --filter c1000     # only cases whose name contains "c1000"
 //! cargo bench --bench ws_fanout -- --servers smol,node --rounds 3 --no-pin --no-build
+//! cargo bench --bench ws_fanout -- --soak 600        # the soak run (see ws_fanout/soak.rs)
 //! ```
 //!
 //! Every wait is bounded: a server that prints no `listening` line within 30 s, a setup or a
@@ -110,6 +111,8 @@ mod load;
 mod measure;
 #[path = "ws_fanout/procs.rs"]
 mod procs;
+#[path = "ws_fanout/soak.rs"]
+mod soak;
 
 use client::*;
 use load::*;
@@ -133,6 +136,8 @@ struct Case {
     warmup: usize,
     mode: Mode,
     idle: bool,
+    /// Sample the server's RSS every second of the delivery phase (`--soak`).
+    trace: bool,
 }
 
 /// Rate cases' warm-up: 1 s, and at least 20 messages per connection. Every new TCP connection
@@ -140,6 +145,33 @@ struct Case {
 /// the sender pays for those ACKs, so the first publishes cost any server up to twice as much, and
 /// Node's JIT warms up meanwhile. The latency columns are for the steady state after that.
 const WARMUP: (f64, usize) = (1.0, 20);
+
+/// A rate case: `deliveries` per second in total, for `secs` seconds after a warm-up of
+/// `warm_secs` (at least `warm_min` publishes per channel).
+fn rate(
+    name: &str,
+    subs: usize,
+    channels: usize,
+    payload: usize,
+    deliveries: f64,
+    secs: f64,
+    (warm_secs, warm_min): (f64, usize),
+) -> Case {
+    let per_sec = deliveries / (subs / channels) as f64;
+    let warmup = ((per_sec * warm_secs / channels as f64).ceil() as usize).max(warm_min);
+    let publishes = ((per_sec * secs) as usize).div_ceil(channels) * channels + warmup * channels;
+    Case {
+        name: name.into(),
+        subs,
+        channels,
+        payload,
+        publishes,
+        warmup,
+        mode: Mode::Rate { per_sec },
+        idle: false,
+        trace: false,
+    }
+}
 
 fn cases(quick: bool) -> Vec<Case> {
     let window = 64;
@@ -152,29 +184,7 @@ fn cases(quick: bool) -> Vec<Case> {
         warmup: 0,
         mode: Mode::Max { window },
         idle: false,
-    };
-    // `deliveries` per second in total, for `secs` seconds after a warm-up of `warm_secs` (at
-    // least `warm_min` publishes per channel).
-    let rate = |name: &str,
-                subs: usize,
-                channels: usize,
-                payload: usize,
-                deliveries: f64,
-                secs: f64,
-                (warm_secs, warm_min): (f64, usize)| {
-        let per_sec = deliveries / (subs / channels) as f64;
-        let warmup = ((per_sec * warm_secs / channels as f64).ceil() as usize).max(warm_min);
-        let publishes = ((per_sec * secs) as usize).div_ceil(channels) * channels + warmup * channels;
-        Case {
-            name: name.into(),
-            subs,
-            channels,
-            payload,
-            publishes,
-            warmup,
-            mode: Mode::Rate { per_sec },
-            idle: false,
-        }
+        trace: false,
     };
     let idle = |n: usize| Case {
         name: format!("idle{n}"),
@@ -185,6 +195,7 @@ fn cases(quick: bool) -> Vec<Case> {
         warmup: 0,
         mode: Mode::Max { window },
         idle: true,
+        trace: false,
     };
     if quick {
         vec![
@@ -237,6 +248,8 @@ struct RunResult {
     /// Busy CPU of other processes from the first connect to the end, and that wall time.
     run_other_cpu: f64,
     run_wall_s: f64,
+    /// (seconds since the first publish, server RSS KiB), every second (`Case::trace`).
+    rss_trace: Vec<(f64, u64)>,
     error: Option<String>,
 }
 
@@ -253,6 +266,8 @@ struct Config {
     rounds: usize,
     pin: bool,
     build: bool,
+    /// `--soak SECS`: the soak run instead of the cases.
+    soak: Option<f64>,
 }
 
 impl Config {
@@ -264,13 +279,16 @@ impl Config {
             rounds: 0,
             pin: true,
             build: true,
+            soak: None,
         };
+        let mut servers_given = false;
         let mut args = std::env::args().skip(1);
         while let Some(a) = args.next() {
             match a.as_str() {
                 "--quick" => c.quick = true,
                 "--filter" => c.filters.push(args.next().unwrap_or_else(|| usage("--filter needs a value"))),
                 "--servers" => {
+                    servers_given = true;
                     c.servers = args
                         .next()
                         .unwrap_or_else(|| usage("--servers needs a value"))
@@ -288,6 +306,14 @@ impl Config {
                         .filter(|&n| n > 0)
                         .unwrap_or_else(|| usage("--rounds needs a positive number"))
                 }
+                "--soak" => {
+                    c.soak = Some(
+                        args.next()
+                            .and_then(|v| v.parse().ok())
+                            .filter(|&s: &f64| s >= 120.0)
+                            .unwrap_or_else(|| usage("--soak needs a duration in seconds, at least 120")),
+                    )
+                }
                 "--no-pin" => c.pin = false,
                 "--no-build" => c.build = false,
                 "--bench" => {}
@@ -298,6 +324,9 @@ impl Config {
         if c.rounds == 0 {
             c.rounds = if c.quick { 1 } else { 2 };
         }
+        if c.soak.is_some() && !servers_given {
+            c.servers = vec!["smol".into()];
+        }
         c
     }
 }
@@ -305,7 +334,7 @@ impl Config {
 fn usage(msg: &str) -> ! {
     eprintln!(
         "ws_fanout: {msg}\nusage: cargo bench --bench ws_fanout -- [--quick] [--filter NAME]... \
-         [--servers smol,tokio,node,floor] [--rounds N] [--no-pin] [--no-build]"
+         [--servers smol,tokio,node,floor] [--rounds N] [--no-pin] [--no-build] [--soak SECS]"
     );
     std::process::exit(2);
 }
@@ -347,11 +376,15 @@ fn run_case(rt: &tokio::runtime::Runtime, env: &Env, case: &Case, server_name: &
 
 async fn drive(env: &Env, case: &Case, server: &Server) -> RunResult {
     let mut r = RunResult::default();
-    let (setup_limit, run_limit) = if env.quick {
+    let (setup_limit, mut run_limit) = if env.quick {
         (Duration::from_secs(10), Duration::from_secs(10))
     } else {
         (Duration::from_secs(90), Duration::from_secs(90))
     };
+    if let Mode::Rate { per_sec } = case.mode {
+        // Long rate runs (the soak): their length, and a minute more.
+        run_limit = run_limit.max(Duration::from_secs_f64(case.publishes as f64 / per_sec + 60.0));
+    }
     tokio::time::sleep(Duration::from_millis(300)).await;
     let base_rss = rss_kib(server.pid).unwrap_or(0);
     let poller = RssPoller::start(server.pid);
@@ -456,13 +489,17 @@ async fn drive(env: &Env, case: &Case, server: &Server) -> RunResult {
     // Deliveries.
     let cpu1 = cpu_snap(server.pid);
     sh.borrow_mut().go = true;
-    let deadline = Instant::now() + run_limit;
+    let go = Instant::now();
+    let deadline = go + run_limit;
     loop {
         {
             let s = sh.borrow();
             if s.remaining == 0 || !s.errors.is_empty() {
                 break;
             }
+        }
+        if case.trace && go.elapsed().as_secs_f64() >= r.rss_trace.len() as f64 {
+            r.rss_trace.push((go.elapsed().as_secs_f64(), rss_kib(server.pid).unwrap_or(0)));
         }
         if Instant::now() > deadline {
             let (got, expected) = (sh.borrow().c.deliveries, r.expected);
@@ -671,6 +708,10 @@ fn main() {
         None => None,
     };
     let env = Env { ours, node_script, pin, quick: cfg.quick };
+    if let Some(secs) = cfg.soak {
+        let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("tokio runtime");
+        soak::run(&rt, &env, &servers, secs);
+    }
     let cases: Vec<Case> = cases(cfg.quick)
         .into_iter()
         .filter(|c| cfg.filters.is_empty() || cfg.filters.iter().any(|f| c.name.contains(f.as_str())))
