@@ -92,6 +92,8 @@ scenarios!(
     disconnect_during_the_upgrade,
     disconnect_during_the_handshake_closes_1000,
     calls_after_open_follow_the_buffer,
+    authenticate_aborted_by_disconnect,
+    abnormal_close_reconnects_with_backoff,
 );
 
 fn fast_backoff() -> Backoff {
@@ -904,6 +906,7 @@ async fn successive_connect_and_disconnect(rt: Rt) {
     let mut disconnects = client.listener("disconnect");
     let mut closes = client.listener("close");
     let mut connect = client.listener("connect");
+    let mut all = client.events();
     client.connect();
     client.disconnect(1000, "One");
     assert_eq!(client.state(), ClientState::Closed);
@@ -929,6 +932,33 @@ async fn successive_connect_and_disconnect(rt: Rt) {
     assert_eq!(rt.next(&mut closes, "close 1").await, close(1000, "One"));
     assert_eq!(rt.next(&mut closes, "close 2").await, close(4444, "Two"));
     assert_eq!(rt.next(&mut closes, "close 3").await, close(4455, "Three"));
+    // The exact sequence (socketcluster-client's test); `error` events aside.
+    let mut seen = Vec::new();
+    while let Some(Some(ev)) = all.next().now_or_never() {
+        match ev {
+            ClientEvent::Connect { .. } => seen.push(String::from("connect")),
+            ClientEvent::Connecting => seen.push(String::from("connecting")),
+            ClientEvent::ConnectAbort { code, reason } => seen.push(format!("connectAbort {code} {reason}")),
+            ClientEvent::Disconnect { code, reason } => seen.push(format!("disconnect {code} {reason}")),
+            ClientEvent::Close { code, reason } => seen.push(format!("close {code} {reason}")),
+            _ => {}
+        }
+    }
+    assert_eq!(
+        seen,
+        [
+            "connecting",
+            "connectAbort 1000 One",
+            "close 1000 One",
+            "connecting",
+            "connectAbort 4444 Two",
+            "close 4444 Two",
+            "connecting",
+            "connect",
+            "disconnect 4455 Three",
+            "close 4455 Three",
+        ]
+    );
     // Nothing else: one connection, and the default backoff (10 s or more) before a reconnect.
     assert_eq!(rt.quiet(&mut connecting, Duration::from_millis(300)).await, None);
     assert_eq!(aborts.next().now_or_never(), None);
@@ -989,6 +1019,8 @@ async fn disconnect_during_the_handshake_closes_1000(rt: Rt) {
     let (url, frames) = mute_websocket_server();
     let client = rt.connect(ClientOptions { auto_connect: false, ..ClientOptions::new(url) });
     let mut aborts = client.listener("connectAbort");
+    let mut closes = client.listener("close");
+    let mut disconnects = client.listener("disconnect");
     client.connect();
     let next_frame = || {
         let frames = &frames;
@@ -1006,6 +1038,13 @@ async fn disconnect_during_the_handshake_closes_1000(rt: Rt) {
         Message::Close(Some(f)) => assert_eq!(u16::from(f.code), 1000, "{f:?}"),
         other => panic!("expected a close frame with code 1000, got {other:?}"),
     }
+    // socketcluster-client's "close event if the socket disconnects in the middle of the
+    // handshake phase": connectAbort and close, no disconnect.
+    assert_eq!(
+        rt.next(&mut closes, "close").await,
+        ClientEvent::Close { code: 1000, reason: "Socket closed normally".into() }
+    );
+    assert_eq!(disconnects.next().now_or_never(), None);
 }
 
 /// Calls buffered while connecting leave first: a call made by another thread the moment the
@@ -1053,4 +1092,60 @@ async fn calls_after_open_follow_the_buffer(rt: Rt) {
         let want: Vec<i32> = (1..=11).collect();
         assert_eq!(got, json!(want), "round {round}");
     }
+}
+
+/// socketcluster-client's "Should gracefully handle authenticate abortion due to
+/// disconnection": `authenticate()` then `disconnect()` at once: the call fails with
+/// `BadConnectionError`, the client stays unauthenticated, closed.
+async fn authenticate_aborted_by_disconnect(rt: Rt) {
+    let server = Peer::js_server(&[]);
+    let token = login(&rt, &server.url(), json!({"user": "bob"})).await;
+    let client = rt.connected(&server.url()).await;
+    let mut connecting = client.listener("connecting");
+    let auth = client.authenticate(&token);
+    client.disconnect(1000, "");
+    match rt.bounded("authenticate", auth).await {
+        Err(Error::BadConnection { event, kind: AbortKind::Disconnect, code: 1000, .. }) => {
+            assert_eq!(event, "#authenticate");
+        }
+        other => panic!("expected BadConnectionError, got {other:?}"),
+    }
+    assert_eq!(client.auth_state(), socketcluster::client::AuthState::Unauthenticated);
+    assert_eq!(client.signed_auth_token(), None);
+    assert_eq!(rt.quiet(&mut connecting, Duration::from_millis(300)).await, None, "reconnected");
+    assert_eq!(client.state(), ClientState::Closed);
+}
+
+/// The server process dies (no close frame): `disconnect` 1006 "Socket hung up", an `error`,
+/// attempts that fail with 1006 on the backoff, and a reconnect once a server is back.
+async fn abnormal_close_reconnects_with_backoff(rt: Rt) {
+    let server = Peer::js_server(&[]);
+    let port = server.port().to_string();
+    let client = rt.connect(ClientOptions {
+        auto_connect: false,
+        backoff: fast_backoff(),
+        ..ClientOptions::new(server.url())
+    });
+    let first = rt.open(&client).await;
+    let mut disconnect = client.listener("disconnect");
+    let mut errors = client.listener("error");
+    let mut aborts = client.listener("connectAbort");
+    let mut connect = client.listener("connect");
+    drop(server); // SIGKILL
+    assert_eq!(
+        rt.next(&mut disconnect, "disconnect").await,
+        ClientEvent::Disconnect { code: 1006, reason: "Socket hung up".into() }
+    );
+    let ClientEvent::Error(e) = rt.next(&mut errors, "error").await else { panic!() };
+    assert_eq!((e.name(), e.message()), ("SocketProtocolError", "Socket hung up"));
+    let start = Instant::now();
+    assert_eq!(
+        rt.next(&mut aborts, "a failed attempt").await,
+        ClientEvent::ConnectAbort { code: 1006, reason: "Socket hung up".into() }
+    );
+    // 1006: the backoff (100 ms), not an immediate retry.
+    assert!(start.elapsed() >= Duration::from_millis(80), "{:?}", start.elapsed());
+    let _server = Peer::js_server(&["--port", &port]);
+    let ClientEvent::Connect { id, .. } = rt.next(&mut connect, "reconnect").await else { panic!() };
+    assert_ne!(id, first);
 }

@@ -583,7 +583,10 @@ pub(super) fn close_sequence(inner: &ClientInner, st: &mut State, code: u16, rea
     }
     emit(inner, "close", ClientEvent::Close { code, reason: reason.clone() });
     if !close::is_ignored_status(code) {
-        let e = RemoteError::new("SocketProtocolError", close::protocol_error_message(code, &reason))
+        // `reason` is the code's text when the wire had none: the message is built from the
+        // wire's reason (the table text alone for "Socket hung up", not "... and reason: ...").
+        let wire = if close::text(code) == Some(reason.as_str()) { "" } else { reason.as_str() };
+        let e = RemoteError::new("SocketProtocolError", close::protocol_error_message(code, wire))
             .with("code", code);
         emit(inner, "error", ClientEvent::Error(e));
     }
