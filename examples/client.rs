@@ -439,7 +439,11 @@ fn main() {
     let code = match args.runtime.as_str() {
         #[cfg(feature = "tokio")]
         "tokio" => {
-            let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build().unwrap_or_else(|e| {
+            // One thread runs the client's tasks and the printing tasks, as smol's global executor
+            // (one thread by default) does: lines printed by different tasks (an event line and a
+            // result line) come in the order the client produced them on both runtimes. On a
+            // multi-thread runtime two tasks print in parallel, in either order.
+            let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap_or_else(|e| {
                 eprintln!("client: {e}");
                 std::process::exit(1)
             });
