@@ -94,6 +94,7 @@ scenarios!(
     calls_after_open_follow_the_buffer,
     authenticate_aborted_by_disconnect,
     abnormal_close_reconnects_with_backoff,
+    channels_keep_subscription_order,
 );
 
 fn fast_backoff() -> Backoff {
@@ -1148,4 +1149,29 @@ async fn abnormal_close_reconnects_with_backoff(rt: Rt) {
     let _server = Peer::js_server(&["--port", &port]);
     let ClientEvent::Connect { id, .. } = rt.next(&mut connect, "reconnect").await else { panic!() };
     assert_ne!(id, first);
+}
+
+/// Channels are listed, and go back to pending when the connection drops, in the order they
+/// were subscribed (socketcluster-client's channel map), every `unsubscribe` before the
+/// `disconnect` of the same close.
+async fn channels_keep_subscription_order(rt: Rt) {
+    let server = Peer::js_server(&[]);
+    let client = rt.connected(&server.url()).await;
+    let names = ["zeta", "mid", "alpha"];
+    for name in names {
+        rt.subscribed(&client, name).await;
+    }
+    assert_eq!(client.subscriptions(false), names);
+    let mut all = client.events();
+    client.disconnect(1000, "");
+    let mut seen = Vec::new();
+    while let Some(Some(ev)) = all.next().now_or_never() {
+        match ev {
+            ClientEvent::Unsubscribe { channel } => seen.push(channel),
+            ClientEvent::Disconnect { .. } => seen.push(String::from("(disconnect)")),
+            _ => {}
+        }
+    }
+    assert_eq!(seen, ["zeta", "mid", "alpha", "(disconnect)"]);
+    assert_eq!(client.subscriptions(true), names);
 }
