@@ -169,7 +169,7 @@ async fn subscribe_command(client: &Client, args: &[String]) -> i32 {
     if channels.is_empty() {
         usage("subscribe needs a channel");
     }
-    let mut events = select_all(["subscribe", "subscribeFail"].map(|n| client.listener(n)));
+    let mut events = client.events();
     let mut data = select_all(channels.iter().map(|c| {
         let name = c.clone();
         client.subscribe(c, SubscribeOptions::default()).map(move |d| (name.clone(), d))
@@ -267,21 +267,12 @@ fn message_line(text: &str) -> Option<Value> {
     lines.pop()
 }
 
+/// The repl. Each command acts on the client before the next line is read (calls are made when
+/// the client's method is called; only the wait for their outcome runs in a task), so commands
+/// take effect in the order they arrive whatever the runtime. Event lines come from one consumer
+/// of every client event ([`Client::events`]), so they keep the order the client emitted them in.
 async fn repl(client: Client, rt: Arc<dyn Runtime>) -> i32 {
-    let names = [
-        "connect",
-        "disconnect",
-        "connectAbort",
-        "subscribe",
-        "subscribeFail",
-        "unsubscribe",
-        "kickOut",
-        "authenticate",
-        "deauthenticate",
-        "error",
-        "message",
-    ];
-    let mut events = select_all(names.map(|n| client.listener(n)));
+    let mut events = client.events();
     let c = client.clone();
     rt.spawn(Box::pin(async move {
         while let Some(ev) = events.next().await {
@@ -306,8 +297,7 @@ async fn repl(client: Client, rt: Arc<dyn Runtime>) -> i32 {
                 continue;
             }
         };
-        let (client, rules, rt2) = (client.clone(), rules.clone(), rt.clone());
-        rt.spawn(Box::pin(async move { repl_op(&client, cmd, &rules, &rt2).await }));
+        repl_op(&client, cmd, &rules, &rt);
     }
     0
 }
@@ -326,7 +316,8 @@ fn result(id: &Option<Value>, r: Result<Option<Value>, Error>) {
     });
 }
 
-async fn repl_op(
+/// Acts on one repl command now; what waits for the server is spawned.
+fn repl_op(
     client: &Client,
     cmd: Value,
     rules: &Arc<Mutex<HashMap<String, Result<Value, Value>>>>,
@@ -355,23 +346,32 @@ async fn repl_op(
             client.unsubscribe(&s("channel"));
             result(&id, Ok(None));
         }
-        "publish" => result(&id, client.invoke_publish(&s("channel"), data).await.map(|_| None)),
-        "transmitPublish" => result(&id, client.transmit_publish(&s("channel"), data).await.map(|_| None)),
-        "transmit" => result(&id, client.transmit_raw(&s("event"), data).await.map(|_| None)),
+        "publish" => {
+            let call = client.invoke_publish(&s("channel"), data);
+            rt.spawn(Box::pin(async move { result(&id, call.await.map(|_| None)) }));
+        }
+        "transmitPublish" => {
+            let call = client.transmit_publish(&s("channel"), data);
+            rt.spawn(Box::pin(async move { result(&id, call.await.map(|_| None)) }));
+        }
+        "transmit" => {
+            let call = client.transmit_raw(&s("event"), data);
+            rt.spawn(Box::pin(async move { result(&id, call.await.map(|_| None)) }));
+        }
         "invoke" => {
             let timeout = cmd
                 .get("ackTimeout")
                 .and_then(Value::as_u64)
                 .map_or(client.options().ack_timeout, Duration::from_millis);
-            result(
-                &id,
-                client
-                    .invoke_raw(&s("procedure"), data, timeout)
-                    .await
-                    .map(|d| Some(d.unwrap_or(Value::Null))),
-            );
+            let call = client.invoke_raw(&s("procedure"), data, timeout);
+            rt.spawn(Box::pin(
+                async move { result(&id, call.await.map(|d| Some(d.unwrap_or(Value::Null)))) },
+            ));
         }
-        "authenticate" => result(&id, client.authenticate(&s("token")).await.map(|_| None)),
+        "authenticate" => {
+            let call = client.authenticate(&s("token"));
+            rt.spawn(Box::pin(async move { result(&id, call.await.map(|_| None)) }));
+        }
         "deauthenticate" => {
             client.deauthenticate();
             result(&id, Ok(None));
@@ -439,7 +439,11 @@ fn main() {
     let code = match args.runtime.as_str() {
         #[cfg(feature = "tokio")]
         "tokio" => {
-            let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build().unwrap_or_else(|e| {
+            // One thread runs the client's tasks and the printing tasks, as smol's global executor
+            // (one thread by default) does: lines printed by different tasks (an event line and a
+            // result line) come in the order the client produced them on both runtimes. On a
+            // multi-thread runtime two tasks print in parallel, in either order.
+            let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap_or_else(|e| {
                 eprintln!("client: {e}");
                 std::process::exit(1)
             });

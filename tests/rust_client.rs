@@ -87,6 +87,14 @@ scenarios!(
     subscribe_fail_and_wait_for_auth,
     auth_token_in_handshake,
     banned_token_handshake_is_final,
+    disconnect_is_synchronous,
+    successive_connect_and_disconnect,
+    disconnect_during_the_upgrade,
+    disconnect_during_the_handshake_closes_1000,
+    calls_after_open_follow_the_buffer,
+    authenticate_aborted_by_disconnect,
+    abnormal_close_reconnects_with_backoff,
+    channels_keep_subscription_order,
 );
 
 fn fast_backoff() -> Backoff {
@@ -854,4 +862,316 @@ async fn banned_token_handshake_is_final(rt: Rt) {
     assert_eq!(rt.quiet(&mut connecting, Duration::from_millis(1000)).await, None, "reconnected after 4501");
     assert_eq!(connect.next().now_or_never(), None);
     assert_eq!(client.state(), ClientState::Closed);
+}
+
+/// `disconnect()` changes the state at once, as in SocketCluster: a `connect()` or a call right
+/// after it starts a new connection instead of being lost in the old one.
+async fn disconnect_is_synchronous(rt: Rt) {
+    let server = Peer::js_server(&[]);
+    let client = rt.client(&server.url());
+    let first = rt.open(&client).await;
+    let mut disconnect = client.listener("disconnect");
+    let mut connect = client.listener("connect");
+    client.disconnect(1000, "");
+    assert_eq!(client.state(), ClientState::Closed, "right after disconnect()");
+    assert_eq!(client.id(), None);
+    client.connect();
+    assert_eq!(client.state(), ClientState::Connecting, "right after connect()");
+    assert_eq!(
+        rt.next(&mut disconnect, "disconnect").await,
+        ClientEvent::Disconnect { code: 1000, reason: "Socket closed normally".into() }
+    );
+    let ClientEvent::Connect { id, .. } = rt.next(&mut connect, "the new connection").await else { panic!() };
+    assert_ne!(id, first);
+    // A call right after disconnect() reconnects and is sent on the new connection.
+    let mut echo = client.receiver("echo");
+    client.disconnect(1000, "");
+    assert_eq!(client.state(), ClientState::Closed);
+    rt.bounded("transmit after disconnect", client.transmit("echo", "again")).await.expect("transmit");
+    let ClientEvent::Connect { id: third, .. } = rt.next(&mut connect, "reconnected by the call").await
+    else {
+        panic!()
+    };
+    assert_ne!(third, id);
+    assert_eq!(rt.next(&mut echo, "the echo").await, json!("again"));
+    assert_eq!(client.id(), Some(third));
+}
+
+/// socketcluster-client's "Should correctly handle multiple successive connect and disconnect
+/// calls": each `disconnect()` while connecting aborts that attempt at once with its own code.
+async fn successive_connect_and_disconnect(rt: Rt) {
+    let server = Peer::js_server(&[]);
+    let client = rt.client(&server.url());
+    let mut connecting = client.listener("connecting");
+    let mut aborts = client.listener("connectAbort");
+    let mut disconnects = client.listener("disconnect");
+    let mut closes = client.listener("close");
+    let mut connect = client.listener("connect");
+    let mut all = client.events();
+    client.connect();
+    client.disconnect(1000, "One");
+    assert_eq!(client.state(), ClientState::Closed);
+    client.connect();
+    client.disconnect(4444, "Two");
+    assert_eq!(client.state(), ClientState::Closed);
+    client.connect();
+    assert_eq!(client.state(), ClientState::Connecting);
+    rt.next(&mut connect, "connect").await;
+    client.disconnect(4455, "Three");
+    assert_eq!(client.state(), ClientState::Closed);
+    for _ in 0..3 {
+        assert_eq!(rt.next(&mut connecting, "connecting").await, ClientEvent::Connecting);
+    }
+    let abort = |code, reason: &str| ClientEvent::ConnectAbort { code, reason: reason.into() };
+    assert_eq!(rt.next(&mut aborts, "first abort").await, abort(1000, "One"));
+    assert_eq!(rt.next(&mut aborts, "second abort").await, abort(4444, "Two"));
+    assert_eq!(
+        rt.next(&mut disconnects, "disconnect").await,
+        ClientEvent::Disconnect { code: 4455, reason: "Three".into() }
+    );
+    let close = |code, reason: &str| ClientEvent::Close { code, reason: reason.into() };
+    assert_eq!(rt.next(&mut closes, "close 1").await, close(1000, "One"));
+    assert_eq!(rt.next(&mut closes, "close 2").await, close(4444, "Two"));
+    assert_eq!(rt.next(&mut closes, "close 3").await, close(4455, "Three"));
+    // The exact sequence (socketcluster-client's test); `error` events aside.
+    let mut seen = Vec::new();
+    while let Some(Some(ev)) = all.next().now_or_never() {
+        match ev {
+            ClientEvent::Connect { .. } => seen.push(String::from("connect")),
+            ClientEvent::Connecting => seen.push(String::from("connecting")),
+            ClientEvent::ConnectAbort { code, reason } => seen.push(format!("connectAbort {code} {reason}")),
+            ClientEvent::Disconnect { code, reason } => seen.push(format!("disconnect {code} {reason}")),
+            ClientEvent::Close { code, reason } => seen.push(format!("close {code} {reason}")),
+            _ => {}
+        }
+    }
+    assert_eq!(
+        seen,
+        [
+            "connecting",
+            "connectAbort 1000 One",
+            "close 1000 One",
+            "connecting",
+            "connectAbort 4444 Two",
+            "close 4444 Two",
+            "connecting",
+            "connect",
+            "disconnect 4455 Three",
+            "close 4455 Three",
+        ]
+    );
+    // Nothing else: one connection, and the default backoff (10 s or more) before a reconnect.
+    assert_eq!(rt.quiet(&mut connecting, Duration::from_millis(300)).await, None);
+    assert_eq!(aborts.next().now_or_never(), None);
+    assert_eq!(connect.next().now_or_never(), None);
+}
+
+/// `disconnect()` while the WebSocket upgrade is still in flight (a server that accepts the TCP
+/// connection and never answers) aborts the attempt at once with its code, not after the connect
+/// timeout with 4007.
+async fn disconnect_during_the_upgrade(rt: Rt) {
+    let silent = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let url = format!("ws://{}/socketcluster/", silent.local_addr().expect("addr"));
+    let client =
+        rt.connect(ClientOptions { auto_connect: false, backoff: fast_backoff(), ..ClientOptions::new(url) });
+    let mut aborts = client.listener("connectAbort");
+    let mut connecting = client.listener("connecting");
+    client.connect();
+    assert_eq!(rt.next(&mut connecting, "connecting").await, ClientEvent::Connecting);
+    // Let the client's TCP connection and upgrade request reach the silent server.
+    let (_tcp, _) =
+        rt.bounded("the client's TCP connection", async { silent.accept() }).await.expect("accept");
+    client.disconnect(1000, "");
+    assert_eq!(client.state(), ClientState::Closed);
+    let start = Instant::now();
+    assert_eq!(
+        rt.next(&mut aborts, "connectAbort").await,
+        ClientEvent::ConnectAbort { code: 1000, reason: "Socket closed normally".into() }
+    );
+    assert!(start.elapsed() < Duration::from_secs(5), "{:?}", start.elapsed());
+    // 1000: no reconnect, although the backoff is 100 ms.
+    assert_eq!(rt.quiet(&mut connecting, Duration::from_millis(500)).await, None, "reconnected");
+    assert_eq!(client.state(), ClientState::Closed);
+}
+
+/// A WebSocket server on a thread that completes the upgrade, never answers `#handshake`, and
+/// reports the client's frames.
+fn mute_websocket_server() -> (String, std::sync::mpsc::Receiver<async_tungstenite::tungstenite::Message>) {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let url = format!("ws://{}/socketcluster/", listener.local_addr().expect("addr"));
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let Ok((tcp, _)) = listener.accept() else { return };
+        let Ok(mut ws) = async_tungstenite::tungstenite::accept(tcp) else { return };
+        while let Ok(m) = ws.read() {
+            let close = m.is_close();
+            if tx.send(m).is_err() || close {
+                return;
+            }
+        }
+    });
+    (url, rx)
+}
+
+/// `disconnect()` while `#handshake` waits for its answer: `connectAbort` with the code, and the
+/// close frame on the wire carries that code (1000), as socketcluster-client's does.
+async fn disconnect_during_the_handshake_closes_1000(rt: Rt) {
+    use async_tungstenite::tungstenite::Message;
+    let (url, frames) = mute_websocket_server();
+    let client = rt.connect(ClientOptions { auto_connect: false, ..ClientOptions::new(url) });
+    let mut aborts = client.listener("connectAbort");
+    let mut closes = client.listener("close");
+    let mut disconnects = client.listener("disconnect");
+    client.connect();
+    let next_frame = || {
+        let frames = &frames;
+        async move { frames.recv_timeout(client_rt::LIMIT).expect("a frame from the client") }
+    };
+    let Message::Text(handshake) = rt.bounded("#handshake", next_frame()).await else { panic!("not text") };
+    assert!(handshake.contains("#handshake"), "{handshake}");
+    client.disconnect(1000, "");
+    assert_eq!(client.state(), ClientState::Closed);
+    assert_eq!(
+        rt.next(&mut aborts, "connectAbort").await,
+        ClientEvent::ConnectAbort { code: 1000, reason: "Socket closed normally".into() }
+    );
+    match rt.bounded("the close frame", next_frame()).await {
+        Message::Close(Some(f)) => assert_eq!(u16::from(f.code), 1000, "{f:?}"),
+        other => panic!("expected a close frame with code 1000, got {other:?}"),
+    }
+    // socketcluster-client's "close event if the socket disconnects in the middle of the
+    // handshake phase": connectAbort and close, no disconnect.
+    assert_eq!(
+        rt.next(&mut closes, "close").await,
+        ClientEvent::Close { code: 1000, reason: "Socket closed normally".into() }
+    );
+    assert_eq!(disconnects.next().now_or_never(), None);
+}
+
+/// Calls buffered while connecting leave first: a call made by another thread the moment the
+/// client is open comes after them (socketcluster-client opens and flushes in one step).
+async fn calls_after_open_follow_the_buffer(rt: Rt) {
+    let server = Peer::js_server(&["--foo-delay", "0"]);
+    for round in 0..5 {
+        let client = rt.client(&server.url());
+        let mut connect = client.listener("connect");
+        client.connect();
+        let spinner = {
+            let client = client.clone();
+            std::thread::spawn(move || {
+                let start = Instant::now();
+                while client.state() != ClientState::Open {
+                    assert!(start.elapsed() < client_rt::LIMIT, "never open");
+                    std::hint::spin_loop();
+                }
+                futures::executor::block_on(client.transmit("foo", 11))
+            })
+        };
+        let buffered = futures::future::join_all((1..=10).map(|i| client.transmit("foo", i)));
+        for r in rt.bounded("buffered foo transmits", buffered).await {
+            r.expect("transmit foo");
+        }
+        rt.next(&mut connect, "connect").await;
+        rt.bounded("the spinner", async {
+            while !spinner.is_finished() {
+                rt.sleep(Duration::from_millis(5)).await;
+            }
+        })
+        .await;
+        spinner.join().expect("spinner").expect("transmit 11");
+        let got = rt
+            .bounded("all 11 in foo-log", async {
+                loop {
+                    let log = client.invoke("foo-log", ()).await.expect("foo-log");
+                    if log.as_array().is_some_and(|a| a.len() >= 11) {
+                        return log;
+                    }
+                    rt.sleep(Duration::from_millis(20)).await;
+                }
+            })
+            .await;
+        let want: Vec<i32> = (1..=11).collect();
+        assert_eq!(got, json!(want), "round {round}");
+    }
+}
+
+/// socketcluster-client's "Should gracefully handle authenticate abortion due to
+/// disconnection": `authenticate()` then `disconnect()` at once: the call fails with
+/// `BadConnectionError`, the client stays unauthenticated, closed.
+async fn authenticate_aborted_by_disconnect(rt: Rt) {
+    let server = Peer::js_server(&[]);
+    let token = login(&rt, &server.url(), json!({"user": "bob"})).await;
+    let client = rt.connected(&server.url()).await;
+    let mut connecting = client.listener("connecting");
+    let auth = client.authenticate(&token);
+    client.disconnect(1000, "");
+    match rt.bounded("authenticate", auth).await {
+        Err(Error::BadConnection { event, kind: AbortKind::Disconnect, code: 1000, .. }) => {
+            assert_eq!(event, "#authenticate");
+        }
+        other => panic!("expected BadConnectionError, got {other:?}"),
+    }
+    assert_eq!(client.auth_state(), socketcluster::client::AuthState::Unauthenticated);
+    assert_eq!(client.signed_auth_token(), None);
+    assert_eq!(rt.quiet(&mut connecting, Duration::from_millis(300)).await, None, "reconnected");
+    assert_eq!(client.state(), ClientState::Closed);
+}
+
+/// The server process dies (no close frame): `disconnect` 1006 "Socket hung up", an `error`,
+/// attempts that fail with 1006 on the backoff, and a reconnect once a server is back.
+async fn abnormal_close_reconnects_with_backoff(rt: Rt) {
+    let server = Peer::js_server(&[]);
+    let port = server.port().to_string();
+    let client = rt.connect(ClientOptions {
+        auto_connect: false,
+        backoff: fast_backoff(),
+        ..ClientOptions::new(server.url())
+    });
+    let first = rt.open(&client).await;
+    let mut disconnect = client.listener("disconnect");
+    let mut errors = client.listener("error");
+    let mut aborts = client.listener("connectAbort");
+    let mut connect = client.listener("connect");
+    drop(server); // SIGKILL
+    assert_eq!(
+        rt.next(&mut disconnect, "disconnect").await,
+        ClientEvent::Disconnect { code: 1006, reason: "Socket hung up".into() }
+    );
+    let ClientEvent::Error(e) = rt.next(&mut errors, "error").await else { panic!() };
+    assert_eq!((e.name(), e.message()), ("SocketProtocolError", "Socket hung up"));
+    let start = Instant::now();
+    assert_eq!(
+        rt.next(&mut aborts, "a failed attempt").await,
+        ClientEvent::ConnectAbort { code: 1006, reason: "Socket hung up".into() }
+    );
+    // 1006: the backoff (100 ms), not an immediate retry.
+    assert!(start.elapsed() >= Duration::from_millis(80), "{:?}", start.elapsed());
+    let _server = Peer::js_server(&["--port", &port]);
+    let ClientEvent::Connect { id, .. } = rt.next(&mut connect, "reconnect").await else { panic!() };
+    assert_ne!(id, first);
+}
+
+/// Channels are listed, and go back to pending when the connection drops, in the order they
+/// were subscribed (socketcluster-client's channel map), every `unsubscribe` before the
+/// `disconnect` of the same close.
+async fn channels_keep_subscription_order(rt: Rt) {
+    let server = Peer::js_server(&[]);
+    let client = rt.connected(&server.url()).await;
+    let names = ["zeta", "mid", "alpha"];
+    for name in names {
+        rt.subscribed(&client, name).await;
+    }
+    assert_eq!(client.subscriptions(false), names);
+    let mut all = client.events();
+    client.disconnect(1000, "");
+    let mut seen = Vec::new();
+    while let Some(Some(ev)) = all.next().now_or_never() {
+        match ev {
+            ClientEvent::Unsubscribe { channel } => seen.push(channel),
+            ClientEvent::Disconnect { .. } => seen.push(String::from("(disconnect)")),
+            _ => {}
+        }
+    }
+    assert_eq!(seen, ["zeta", "mid", "alpha", "(disconnect)"]);
+    assert_eq!(client.subscriptions(true), names);
 }

@@ -34,6 +34,7 @@ cli_tests! {
     subscribe_refused { smol: [js], tokio: [] }
     transmit { smol: [js, rust], tokio: [] }
     repl { smol: [js, rust], tokio: [js] }
+    repl_keeps_order { smol: [js], tokio: [js] }
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -155,6 +156,60 @@ fn repl(server: &Peer, runtime: &str) {
     s.expect_eq(json!({"type": "unsubscribe", "channel": "rc"}));
     s.expect_eq(json!({"type": "result", "id": "u1"}));
     let errors: Vec<&Value> = s.backlog.iter().filter(|v| v["type"] == "error").collect();
+    assert!(errors.is_empty(), "{errors:?}");
+    assert_eq!(s.finish(), Some(0));
+}
+
+/// The repl acts on its commands in the order they arrive (each command's effect on the client
+/// happens before the next command is read), and prints events in the order the client emitted
+/// them. Commands are sent without waiting for results.
+fn repl_keeps_order(server: &Peer, runtime: &str) {
+    let mut s = Running::start(&server.url(), runtime, &["repl"]);
+    s.expect("connect", |v| v["type"] == "connect");
+    const N: usize = 8;
+    // A respond rule, then at once a server invoke that needs it.
+    for i in 0..N {
+        s.send(json!({"op": "respond", "procedure": format!("cb{i}"), "data": i}));
+        let data = json!({"procedure": format!("cb{i}"), "data": null});
+        s.send(json!({"op": "invoke", "procedure": "call-me-back", "data": data, "id": format!("c{i}")}));
+    }
+    for i in 0..N {
+        let id = format!("c{i}");
+        let line = s.expect(&id, |v| v["type"] == "result" && v["id"] == id.as_str());
+        assert_eq!(line, json!({"type": "result", "id": id, "data": i}));
+    }
+    // A subscribe, then at once a publish to the channel: the #subscribe leaves first.
+    for i in 0..N {
+        s.send(json!({"op": "subscribe", "channel": format!("o{i}")}));
+        s.send(json!({"op": "publish", "channel": format!("o{i}"), "data": i, "id": format!("p{i}")}));
+    }
+    for i in 0..N {
+        let id = format!("p{i}");
+        let line = s.expect(&id, |v| v["type"] == "result" && v["id"] == id.as_str());
+        assert_eq!(line, json!({"type": "result", "id": id}));
+    }
+    for i in 0..N {
+        s.expect_eq(json!({"type": "publish", "channel": format!("o{i}"), "data": i}));
+    }
+    // disconnect, then at once state: already closed; every channel's unsubscribe line comes
+    // before the disconnect line.
+    let mark = s.all.len();
+    s.send(json!({"op": "disconnect"}));
+    s.send(json!({"op": "state", "id": "st"}));
+    let state = s.expect("state", |v| v["type"] == "state");
+    assert_eq!(state["state"], "closed", "{state}");
+    let disconnect = json!({"type": "disconnect", "code": 1000, "reason": "Socket closed normally"});
+    s.expect_eq(disconnect.clone());
+    for i in 0..N {
+        s.expect_eq(json!({"type": "unsubscribe", "channel": format!("o{i}")}));
+    }
+    let after: Vec<&Value> = s.all[mark..].iter().filter(|v| v["type"] != "state").collect();
+    let at = after.iter().position(|v| **v == disconnect).expect("disconnect line");
+    let unsubscribes = after.iter().filter(|v| v["type"] == "unsubscribe").count();
+    assert_eq!(unsubscribes, N, "{after:?}");
+    assert!(after[..at].iter().all(|v| v["type"] == "unsubscribe"), "{after:?}");
+    assert_eq!(at, N, "the unsubscribe lines come first: {after:?}");
+    let errors: Vec<&Value> = s.all.iter().filter(|v| v["type"] == "error").collect();
     assert!(errors.is_empty(), "{errors:?}");
     assert_eq!(s.finish(), Some(0));
 }

@@ -1,9 +1,21 @@
 //! The client's connection task: connection attempts, the sans-IO connection of each, the close
 //! sequence and reconnect scheduling.
+//!
+//! The state the application sees lives in `ClientInner::state`, and every change of it is made
+//! under that lock together with its events, whichever side makes it: [`Client::connect`] and
+//! [`Client::disconnect`](super::Client::disconnect) on the caller's thread, the handshake's
+//! completion and the closes the connection sees (the server's close frame, a lost connection,
+//! timeouts) in this task. So the order of events does not depend on the runtime or on which
+//! thread runs what. Each attempt has a number; when the application ended an attempt, this task
+//! only closes its WebSocket (with the application's code) and reports nothing more for it.
+//!
+//! [`Client::connect`]: super::Client::connect
 
+use alloc::boxed::Box;
 use alloc::string::String;
 use alloc::sync::{Arc, Weak};
 use alloc::vec::Vec;
+use core::pin::pin;
 use core::task::Poll;
 use std::time::{Duration, Instant};
 
@@ -11,14 +23,13 @@ use async_tungstenite::tungstenite::Message;
 use futures::{Stream, StreamExt};
 use serde_json::Value;
 
-use super::{AuthState, Buffered, ChannelEvent, ClientEvent, ClientInner, ClientState, Command, WsStream};
+use super::{AuthState, Buffered, ChannelEvent, ClientEvent, ClientInner, ClientState, State, WsStream};
 use crate::outbox::{Backend, Outbox, Writer};
 use crate::protocol::channels::ChannelState;
 use crate::protocol::client::{ClientConfig, ClientConnection, ClientEvent as ConnEvent};
 use crate::protocol::close::{self, Reconnect};
 use crate::protocol::{AbortKind, Error, RemoteError, packet};
 use crate::request::{Request, Respond};
-use crate::runtime::BoxFuture;
 
 impl Respond for Outbox {
     fn respond(&self, frame: String) -> bool {
@@ -26,7 +37,39 @@ impl Respond for Outbox {
     }
 }
 
+impl ClientInner {
+    /// `connect()`: from closed, starts an attempt now (state and `connecting` event) and wakes
+    /// the task to run it.
+    pub(super) fn connect(&self) {
+        let started = start(self, &mut self.state.lock());
+        if started {
+            self.wake_driver();
+        }
+    }
+
+    /// Tells the connection task to look at the state again.
+    pub(super) fn wake_driver(&self) {
+        let _ = self.wake.try_send(());
+    }
+}
+
+/// Starts a new attempt when closed (cancelling a scheduled reconnect): `Connecting`, a new
+/// attempt number, the `connecting` event. Returns whether it did.
+fn start(inner: &ClientInner, st: &mut State) -> bool {
+    if st.status != ClientState::Closed {
+        return false;
+    }
+    st.status = ClientState::Connecting;
+    st.attempt += 1;
+    st.reconnect_at = None;
+    emit(inner, "connecting", ClientEvent::Connecting);
+    true
+}
+
 fn emit(inner: &ClientInner, name: &str, ev: ClientEvent) {
+    if inner.all_events.consumer_count() > 0 {
+        inner.all_events.write(ev.clone());
+    }
     inner.listeners.write(name, ev);
 }
 
@@ -47,7 +90,10 @@ pub(super) fn state_changed(inner: &ClientInner, channel: &str, old: ChannelStat
 
 /// Sends `#subscribe` for the channels that are due, if the connection is open.
 pub(super) fn send_due_subscriptions(inner: &ClientInner) {
-    let mut st = inner.state.lock();
+    send_due(&mut inner.state.lock());
+}
+
+fn send_due(st: &mut State) {
     if st.status != ClientState::Open {
         return;
     }
@@ -64,8 +110,8 @@ pub(super) fn send_due_subscriptions(inner: &ClientInner) {
 }
 
 /// Sets the auth state (`authStateChange` when it changed); returns the old one.
-fn set_auth_state(inner: &ClientInner, new: AuthState) -> AuthState {
-    let old = core::mem::replace(&mut inner.state.lock().auth_state, new);
+fn set_auth_state(inner: &ClientInner, st: &mut State, new: AuthState) -> AuthState {
+    let old = core::mem::replace(&mut st.auth_state, new);
     if old != new {
         emit(inner, "authStateChange", ClientEvent::AuthStateChange { old, new });
     }
@@ -77,80 +123,95 @@ pub(super) fn set_token(inner: &ClientInner, token: String) {
     if let Err(e) = inner.tokens.save(&token) {
         emit(inner, "error", ClientEvent::Error(RemoteError::new("AuthError", e)));
     }
-    set_auth_state(inner, AuthState::Authenticated);
+    let mut st = inner.state.lock();
+    set_auth_state(inner, &mut st, AuthState::Authenticated);
     emit(inner, "authenticate", ClientEvent::Authenticate { signed_auth_token: token });
-    send_due_subscriptions(inner);
+    send_due(&mut st);
 }
 
 pub(super) fn clear_token(inner: &ClientInner) {
     inner.state.lock().signed_token = None;
     inner.tokens.remove();
+    forget_token(inner, &mut inner.state.lock());
+}
+
+/// The state side of dropping the token (the store is done by the caller).
+fn forget_token(inner: &ClientInner, st: &mut State) {
+    st.signed_token = None;
     // As in SocketCluster: `deauthenticate` only when leaving the authenticated state, not for a
     // stored token the server never accepted (a rejected handshake token).
-    if set_auth_state(inner, AuthState::Unauthenticated) == AuthState::Authenticated {
+    if set_auth_state(inner, st, AuthState::Unauthenticated) == AuthState::Authenticated {
         emit(inner, "deauthenticate", ClientEvent::Deauthenticate);
     }
 }
 
-enum Step {
-    Frame(Option<Result<Message, async_tungstenite::tungstenite::Error>>),
-    Command(Option<Command>),
-    Timer,
+/// Whether `attempt` is the one the application sees (not ended by it or by this task).
+fn is_current(st: &State, attempt: u64) -> bool {
+    st.attempt == attempt && st.status != ClientState::Closed
 }
 
-/// The client's task: waits for a reason to connect, runs a connection, schedules reconnects.
-pub(super) async fn run(weak: Weak<ClientInner>, commands: async_channel::Receiver<Command>) {
-    let mut reconnect_at: Option<Instant> = None;
+/// How a connection ended.
+#[derive(PartialEq, Eq)]
+enum End {
+    /// The attempt is over; the task goes on.
+    Done,
+    /// The last handle was dropped: the task ends.
+    HandlesGone,
+}
+
+/// The client's task: runs the attempts the state asks for, and starts scheduled reconnects.
+pub(super) async fn run(weak: Weak<ClientInner>, wake: async_channel::Receiver<()>) {
+    // The last attempt this task ran.
+    let mut ran = 0;
     loop {
-        // Closed: wait for `connect()` (or a call), or the reconnect timer.
-        let runtime = match weak.upgrade() {
-            Some(i) => i.runtime.clone(),
-            None => return,
-        };
-        let timer: Option<BoxFuture<()>> = reconnect_at.map(|at| runtime.sleep_until(at));
-        let go = match timer {
-            Some(t) => match futures::future::select(core::pin::pin!(commands.recv()), t).await {
-                futures::future::Either::Left((c, _)) => c.ok(),
-                futures::future::Either::Right(_) => Some(Command::Connect),
-            },
-            None => commands.recv().await.ok(),
-        };
-        let Some(cmd) = go else { return };
-        let Some(inner) = weak.upgrade() else { return };
-        match cmd {
-            Command::Disconnect(..) => {
-                // While closed: cancels a scheduled reconnect.
-                reconnect_at = None;
-                inner.state.lock().status = ClientState::Closed;
-                continue;
+        let (runtime, next, reconnect_at) = {
+            let Some(inner) = weak.upgrade() else { return };
+            let mut st = inner.state.lock();
+            if st.status == ClientState::Closed && st.reconnect_at.is_some_and(|t| t <= Instant::now()) {
+                start(&inner, &mut st);
             }
-            Command::Connect => {}
-        }
-        reconnect_at = None;
-        let code = connection(&inner, &commands).await;
-        // Reconnect?
-        if !inner.options.auto_reconnect {
+            let next = (st.status == ClientState::Connecting && st.attempt != ran).then_some(st.attempt);
+            (inner.runtime.clone(), next, st.reconnect_at)
+        };
+        if let Some(attempt) = next {
+            ran = attempt;
+            let Some(inner) = weak.upgrade() else { return };
+            if connection(&inner, attempt, &wake).await == End::HandlesGone {
+                return;
+            }
             continue;
         }
-        let mut st = inner.state.lock();
-        let attempts = st.connect_attempts;
-        let delay = match close::reconnect_policy(code) {
-            Reconnect::Never => None,
-            Reconnect::Immediately if attempts == 0 => Some(Duration::ZERO),
-            _ => Some(inner.options.backoff.delay(attempts, fastrand::f64())),
+        // Closed: wait for `connect()` (or a call), or the reconnect time. The task holds no
+        // strong reference meanwhile.
+        let woken = match reconnect_at {
+            Some(at) => match futures::future::select(pin!(wake.recv()), runtime.sleep_until(at)).await {
+                futures::future::Either::Left((r, _)) => r.is_ok(),
+                futures::future::Either::Right(_) => true,
+            },
+            None => wake.recv().await.is_ok(),
         };
-        if let Some(d) = delay {
-            st.connect_attempts = attempts.saturating_add(1);
-            reconnect_at = Some(Instant::now() + d);
+        if !woken {
+            return; // the last handle is gone
         }
     }
 }
 
-/// One connection attempt, from open to close. Returns the close code.
-async fn connection(inner: &Arc<ClientInner>, commands: &async_channel::Receiver<Command>) -> u16 {
+enum Opening {
+    Opened(Result<(super::WsSink, WsStream), async_tungstenite::tungstenite::Error>),
+    TimedOut,
+    Woken(bool),
+}
+
+enum Step {
+    Frame(Option<Result<Message, async_tungstenite::tungstenite::Error>>),
+    Woken(bool),
+    Timer,
+}
+
+/// One connection attempt, from open to close.
+async fn connection(inner: &Arc<ClientInner>, attempt: u64, wake: &async_channel::Receiver<()>) -> End {
+    inner.state.lock().ended.retain(|e| e.0 >= attempt);
     let o = &inner.options;
-    inner.state.lock().status = ClientState::Connecting;
-    emit(inner, "connecting", ClientEvent::Connecting);
     let epoch = Instant::now();
     let now = || epoch.elapsed();
     let mut conn = ClientConnection::new(
@@ -162,20 +223,47 @@ async fn connection(inner: &Arc<ClientInner>, commands: &async_channel::Receiver
             protocol_version: o.protocol_version,
         },
     );
+    let mut wakes = pin!(wake.clone());
     let config =
         async_tungstenite::tungstenite::protocol::WebSocketConfig::default().read_buffer_size(16 * 1024);
-    let open = inner.connector.connect(&o.url, config);
-    let deadline = inner.runtime.sleep_until(epoch + o.connect_timeout);
-    let opened = futures::future::select(open, deadline).await;
-    let (sink, mut frames): (_, WsStream) = match opened {
-        futures::future::Either::Left((Ok(halves), _)) => halves,
-        futures::future::Either::Left((Err(_), _)) => {
-            conn.handle_close(close::ABNORMAL, "");
-            return finish(inner, &mut conn);
+    let mut open = inner.connector.connect(&o.url, config);
+    let mut deadline = inner.runtime.sleep_until(epoch + o.connect_timeout);
+    // Open the WebSocket, unless the attempt times out or the application ends it first.
+    let opened = loop {
+        let step = core::future::poll_fn(|cx| {
+            if let Poll::Ready(r) = open.as_mut().poll(cx) {
+                return Poll::Ready(Opening::Opened(r));
+            }
+            if deadline.as_mut().poll(cx).is_ready() {
+                return Poll::Ready(Opening::TimedOut);
+            }
+            if let Poll::Ready(w) = wakes.as_mut().poll_next(cx) {
+                return Poll::Ready(Opening::Woken(w.is_some()));
+            }
+            Poll::Pending
+        })
+        .await;
+        match step {
+            Opening::Opened(r) => break r,
+            Opening::TimedOut => {
+                conn.handle_close(close::CONNECT_TIMEOUT, "");
+                return finish(inner, attempt, &mut conn, End::Done);
+            }
+            // Ended by `disconnect()`: dropping `open` drops the connection being made.
+            Opening::Woken(true) if !is_current(&inner.state.lock(), attempt) => return End::Done,
+            Opening::Woken(true) => {}
+            Opening::Woken(false) => {
+                conn.handle_close(close::NORMAL, "");
+                return finish(inner, attempt, &mut conn, End::HandlesGone);
+            }
         }
-        futures::future::Either::Right(_) => {
-            conn.handle_close(close::CONNECT_TIMEOUT, "");
-            return finish(inner, &mut conn);
+    };
+    drop(open);
+    let (sink, mut frames) = match opened {
+        Ok(halves) => halves,
+        Err(_) => {
+            conn.handle_close(close::ABNORMAL, "");
+            return finish(inner, attempt, &mut conn, End::Done);
         }
     };
     // `writer_done` fails once the connection's writing is over (the close frame is out).
@@ -184,32 +272,45 @@ async fn connection(inner: &Arc<ClientInner>, commands: &async_channel::Receiver
     let token = inner.tokens.load();
     let cid = inner.state.lock().calls.next_cid();
     conn.handle_open(now(), cid, token.as_deref());
-    let mut timer: Option<(Duration, BoxFuture<()>)> = None;
-    let mut cmds = core::pin::pin!(commands.clone());
+    let mut end = End::Done;
+    let mut timer: Option<(Duration, crate::runtime::BoxFuture<()>)> = None;
     loop {
+        // Ended by `disconnect()`: close the WebSocket with its code; nothing more is reported.
+        if let Some((code, reason)) = ended_by_application(inner, attempt) {
+            conn.close(code, &reason);
+        }
         while let Some(t) = conn.poll_transmit() {
             out.transmit(t);
         }
         while let Some(ev) = conn.poll_event() {
-            if let ConnEvent::Closed { .. } = ev {
+            if let ConnEvent::Closed { code, reason, was_open } = ev {
                 while let Some(t) = conn.poll_transmit() {
                     out.transmit(t);
                 }
                 out.shut();
-                let result = closed(inner, ev);
-                // Let the close frame reach the wire (bounded), then stop the writer.
-                let done = writer_done.recv();
-                let done = core::pin::pin!(done);
-                futures::future::select(
-                    done,
-                    inner.runtime.sleep_until(Instant::now() + Duration::from_secs(1)),
-                )
-                .await;
-                // A server that does not read must not keep the writing alive.
-                out.kill();
-                return result;
+                {
+                    let mut st = inner.state.lock();
+                    if is_current(&st, attempt) {
+                        close_sequence(inner, &mut st, code, reason, was_open);
+                    }
+                }
+                // Let the close frame reach the wire (bounded), then stop the writer; the task
+                // goes on meanwhile (a new attempt need not wait for the old one's writing).
+                let runtime = inner.runtime.clone();
+                inner.runtime.spawn(Box::pin(async move {
+                    let done = writer_done.recv();
+                    let done = pin!(done);
+                    futures::future::select(
+                        done,
+                        runtime.sleep_until(Instant::now() + Duration::from_secs(1)),
+                    )
+                    .await;
+                    // A server that does not read must not keep the writing alive.
+                    out.kill();
+                }));
+                return end;
             }
-            handle(inner, &out, ev, token.as_deref());
+            handle(inner, attempt, &out, ev, token.as_deref());
             while let Some(t) = conn.poll_transmit() {
                 out.transmit(t);
             }
@@ -223,8 +324,8 @@ async fn connection(inner: &Arc<ClientInner>, commands: &async_channel::Receiver
             if let Poll::Ready(f) = frames.poll_next_unpin(cx) {
                 return Poll::Ready(Step::Frame(f));
             }
-            if let Poll::Ready(c) = cmds.as_mut().poll_next(cx) {
-                return Poll::Ready(Step::Command(c));
+            if let Poll::Ready(w) = wakes.as_mut().poll_next(cx) {
+                return Poll::Ready(Step::Woken(w.is_some()));
             }
             if let Some((_, t)) = timer.as_mut()
                 && t.as_mut().poll(cx).is_ready()
@@ -236,13 +337,13 @@ async fn connection(inner: &Arc<ClientInner>, commands: &async_channel::Receiver
         .await;
         match step {
             Step::Frame(Some(Ok(Message::Text(t)))) => {
-                if inner.listeners.consumer_count("message") > 0 {
+                if has_message_consumers(inner) {
                     emit(inner, "message", ClientEvent::Message(String::from(t.as_str())));
                 }
                 conn.handle_text(now(), t.as_str());
             }
             Step::Frame(Some(Ok(Message::Binary(b)))) => {
-                if inner.listeners.consumer_count("message") > 0 {
+                if has_message_consumers(inner) {
                     emit(inner, "message", ClientEvent::Message(String::from_utf8_lossy(&b).into_owned()));
                 }
                 conn.handle_binary(now(), &b);
@@ -255,9 +356,12 @@ async fn connection(inner: &Arc<ClientInner>, commands: &async_channel::Receiver
             }
             Step::Frame(Some(Ok(_))) => {}
             Step::Frame(Some(Err(_)) | None) => conn.handle_close(close::ABNORMAL, ""),
-            Step::Command(Some(Command::Disconnect(code, reason))) => conn.close(code, &reason),
-            Step::Command(Some(Command::Connect)) => {}
-            Step::Command(None) => conn.close(close::NORMAL, ""),
+            // Looked at at the top of the loop.
+            Step::Woken(true) => {}
+            Step::Woken(false) => {
+                end = End::HandlesGone;
+                conn.close(close::NORMAL, "");
+            }
             Step::Timer => {
                 timer = None;
                 conn.handle_timeout(now());
@@ -266,28 +370,58 @@ async fn connection(inner: &Arc<ClientInner>, commands: &async_channel::Receiver
     }
 }
 
-/// The attempt failed before a WebSocket existed.
-fn finish(inner: &Arc<ClientInner>, conn: &mut ClientConnection) -> u16 {
-    match conn.poll_event() {
-        Some(ev @ ConnEvent::Closed { .. }) => closed(inner, ev),
-        _ => close::ABNORMAL,
-    }
+fn has_message_consumers(inner: &ClientInner) -> bool {
+    inner.listeners.consumer_count("message") > 0 || inner.all_events.consumer_count() > 0
 }
 
-fn handle(inner: &Arc<ClientInner>, out: &Outbox, ev: ConnEvent, token: Option<&str>) {
+/// When the application ended `attempt`: the close code and reason it asked for.
+fn ended_by_application(inner: &ClientInner, attempt: u64) -> Option<(u16, String)> {
+    let mut st = inner.state.lock();
+    if is_current(&st, attempt) {
+        return None;
+    }
+    let i = st.ended.iter().position(|e| e.0 == attempt);
+    Some(i.map_or((close::NORMAL, String::new()), |i| {
+        let (_, code, reason) = st.ended.swap_remove(i);
+        (code, reason)
+    }))
+}
+
+/// The attempt failed before a WebSocket existed.
+fn finish(inner: &ClientInner, attempt: u64, conn: &mut ClientConnection, end: End) -> End {
+    if let Some(ConnEvent::Closed { code, reason, was_open }) = conn.poll_event() {
+        let mut st = inner.state.lock();
+        if is_current(&st, attempt) {
+            close_sequence(inner, &mut st, code, reason, was_open);
+        }
+    }
+    end
+}
+
+fn handle(inner: &Arc<ClientInner>, attempt: u64, out: &Outbox, ev: ConnEvent, token: Option<&str>) {
+    if !is_current(&inner.state.lock(), attempt) {
+        return;
+    }
     match ev {
         ConnEvent::Connected { id, ping_timeout, is_authenticated, auth_error } => {
-            {
-                let mut st = inner.state.lock();
-                st.status = ClientState::Open;
-                st.id = Some(id.clone());
-                st.out = Some(out.clone());
-                st.connect_attempts = 0;
+            let token = token.filter(|_| is_authenticated);
+            if token.is_none() {
+                inner.tokens.remove();
             }
-            match (is_authenticated, token) {
-                (true, Some(t)) => {
-                    inner.state.lock().signed_token = Some(String::from(t));
-                    set_auth_state(inner, AuthState::Authenticated);
+            // One step, as socketcluster-client's handshake handler: open, auth state, the due
+            // subscriptions, `connect`, then the buffered calls. Nobody can send in between.
+            let mut st = inner.state.lock();
+            if !is_current(&st, attempt) {
+                return;
+            }
+            st.status = ClientState::Open;
+            st.id = Some(id.clone());
+            st.out = Some(out.clone());
+            st.connect_attempts = 0;
+            match token {
+                Some(t) => {
+                    st.signed_token = Some(String::from(t));
+                    set_auth_state(inner, &mut st, AuthState::Authenticated);
                     emit(
                         inner,
                         "authenticate",
@@ -295,7 +429,10 @@ fn handle(inner: &Arc<ClientInner>, out: &Outbox, ev: ConnEvent, token: Option<&
                     );
                 }
                 // Also without a token: leaving the authenticated state emits `deauthenticate`.
-                _ => clear_token(inner),
+                None => forget_token(inner, &mut st),
+            }
+            if inner.options.auto_subscribe_on_connect {
+                send_due(&mut st);
             }
             emit(
                 inner,
@@ -307,14 +444,12 @@ fn handle(inner: &Arc<ClientInner>, out: &Outbox, ev: ConnEvent, token: Option<&
                     auth_error,
                 },
             );
-            if inner.options.auto_subscribe_on_connect {
-                send_due_subscriptions(inner);
-            }
-            flush_buffer(inner, out);
+            flush_buffer(&mut st, out);
         }
         ConnEvent::Ping => {}
         ConnEvent::Publish { channel, data } => {
-            if inner.state.lock().channels.contains(&channel) {
+            let st = inner.state.lock();
+            if is_current(&st, attempt) && st.channels.contains(&channel) {
                 inner.channel_data.write(&channel, data);
             }
         }
@@ -385,9 +520,7 @@ fn handle(inner: &Arc<ClientInner>, out: &Outbox, ev: ConnEvent, token: Option<&
 }
 
 /// Sends what was buffered while connecting, in order.
-fn flush_buffer(inner: &ClientInner, out: &Outbox) {
-    let mut st = inner.state.lock();
-    let st = &mut *st;
+fn flush_buffer(st: &mut State, out: &Outbox) {
     while let Some(b) = st.buffer.pop_front() {
         match b {
             Buffered::Transmit { event, data, done } => {
@@ -428,26 +561,19 @@ fn bad(event: &str, kind: AbortKind, code: u16, reason: &str) -> Error {
     Error::BadConnection { event: String::from(event), kind, code, reason: String::from(reason) }
 }
 
-/// SocketCluster's close sequence on the client; returns the close code.
-fn closed(inner: &Arc<ClientInner>, ev: ConnEvent) -> u16 {
-    let ConnEvent::Closed { code, reason, was_open } = ev else {
-        return close::ABNORMAL;
-    };
+/// SocketCluster's close sequence on the client, with the state locked (by `disconnect()` or
+/// by this task): closed; calls in flight fail; subscribed channels go back to pending
+/// (`unsubscribe`); `connectAbort` or `disconnect`, `close`, `error` (unless 1000/1001);
+/// buffered calls fail; then the reconnect is scheduled as the code asks.
+pub(super) fn close_sequence(inner: &ClientInner, st: &mut State, code: u16, reason: String, was_open: bool) {
     let kind = if was_open { AbortKind::Disconnect } else { AbortKind::ConnectAbort };
-    let (pending, lost, buffered) = {
-        let mut st = inner.state.lock();
-        st.status = ClientState::Closed;
-        st.id = None;
-        st.out = None;
-        let pending: Vec<_> = st.pending.drain().collect();
-        let lost = st.channels.connection_lost();
-        let buffered: Vec<_> = st.buffer.drain(..).collect();
-        (pending, lost, buffered)
-    };
-    for (_, (event, tx)) in pending {
+    st.status = ClientState::Closed;
+    st.id = None;
+    st.out = None;
+    for (_, (event, tx)) in st.pending.drain() {
         let _ = tx.try_send(Err(bad(&event, kind, code, &reason)));
     }
-    for c in lost {
+    for c in st.channels.connection_lost() {
         state_changed(inner, &c.channel, c.old, c.new);
     }
     if was_open {
@@ -457,10 +583,14 @@ fn closed(inner: &Arc<ClientInner>, ev: ConnEvent) -> u16 {
     }
     emit(inner, "close", ClientEvent::Close { code, reason: reason.clone() });
     if !close::is_ignored_status(code) {
-        let e = RemoteError::new("SocketProtocolError", close::protocol_error_message(code, &reason))
+        // `reason` is the code's text when the wire had none: the message is built from the
+        // wire's reason (the table text alone for "Socket hung up", not "... and reason: ...").
+        let wire = if close::text(code) == Some(reason.as_str()) { "" } else { reason.as_str() };
+        let e = RemoteError::new("SocketProtocolError", close::protocol_error_message(code, wire))
             .with("code", code);
         emit(inner, "error", ClientEvent::Error(e));
     }
+    let buffered: Vec<_> = st.buffer.drain(..).collect();
     for b in buffered {
         match b {
             Buffered::Transmit { event, done, .. } => {
@@ -471,5 +601,18 @@ fn closed(inner: &Arc<ClientInner>, ev: ConnEvent) -> u16 {
             }
         }
     }
-    code
+    st.reconnect_at = None;
+    if !inner.options.auto_reconnect {
+        return;
+    }
+    let attempts = st.connect_attempts;
+    let delay = match close::reconnect_policy(code) {
+        Reconnect::Never => None,
+        Reconnect::Immediately if attempts == 0 => Some(Duration::ZERO),
+        _ => Some(inner.options.backoff.delay(attempts, fastrand::f64())),
+    };
+    if let Some(d) = delay {
+        st.connect_attempts = attempts.saturating_add(1);
+        st.reconnect_at = Some(Instant::now() + d);
+    }
 }

@@ -8,6 +8,14 @@
 //! after the handshake (after the re-subscriptions); a call made while it is closed starts a
 //! connection; when an attempt fails or the connection drops, everything still buffered fails
 //! with `BadConnectionError` — transmits too (SocketCluster drops those silently; we report it).
+//!
+//! As in socketcluster-client, the client's state changes in the call that causes it, whatever
+//! the runtime and whichever thread runs the connection task: [`Client::connect`] and
+//! [`Client::disconnect`] change the state and emit their events (`connecting`; `connectAbort` or
+//! `disconnect`, `close`) before they return; a call (`transmit`, `invoke`, ...) is queued or
+//! sent when it is made, not when its future is first polled; and the handshake's completion
+//! opens the client, sends the due subscriptions and the buffered calls in one step, so a call
+//! made by another thread the moment the client is open comes after them.
 
 mod channel;
 mod driver;
@@ -20,6 +28,7 @@ use alloc::string::String;
 use alloc::sync::Arc;
 use alloc::vec::Vec;
 use core::fmt;
+use core::future::Future;
 use core::pin::Pin;
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
@@ -42,7 +51,7 @@ use crate::protocol::{AbortKind, Calls, Error, ProtocolVersion, RemoteError, clo
 use crate::receiver::Receiver;
 use crate::request::Request;
 use crate::runtime::{BoxFuture, Runtime};
-use crate::stream::{Consumer, StreamDemux};
+use crate::stream::{Consumer, StreamDemux, WritableConsumableStream};
 use crate::sync::Mutex;
 
 /// The sending half of a WebSocket, boxed.
@@ -159,11 +168,13 @@ pub(crate) struct State {
     buffer: VecDeque<Buffered>,
     out: Option<Outbox>,
     connect_attempts: u32,
-}
-
-pub(crate) enum Command {
-    Connect,
-    Disconnect(u16, String),
+    /// The number of the current (or last) connection attempt; each start of one adds 1.
+    attempt: u64,
+    /// Attempts ended by [`Client::disconnect`] that the connection task may still be running:
+    /// the attempt, and the close code and reason to send.
+    ended: Vec<(u64, u16, String)>,
+    /// When the scheduled reconnect is due.
+    reconnect_at: Option<Instant>,
 }
 
 pub(crate) struct ClientInner {
@@ -172,8 +183,12 @@ pub(crate) struct ClientInner {
     runtime: Arc<dyn Runtime>,
     connector: Arc<dyn Connector>,
     state: Mutex<State>,
-    commands: async_channel::Sender<Command>,
+    /// Wakes the connection task to look at the state again (capacity 1: one pending wake-up is
+    /// enough). Closed when the last handle is dropped.
+    wake: async_channel::Sender<()>,
     listeners: StreamDemux<ClientEvent>,
+    /// Every listener event, in the order they were emitted ([`Client::events`]).
+    all_events: WritableConsumableStream<ClientEvent>,
     receivers: StreamDemux<Option<Value>>,
     procedures: StreamDemux<Request>,
     channel_data: StreamDemux<Option<Value>>,
@@ -186,12 +201,12 @@ pub(crate) struct ClientInner {
 pub struct Client {
     inner: Arc<ClientInner>,
     /// Shared by the handles only (the connection task holds `inner` while connected): the
-    /// last handle's drop closes the command channel, which ends the connection and the task.
+    /// last handle's drop closes the wake-up channel, which ends the connection and the task.
     _handles: Arc<HandleGuard>,
 }
 
-/// Closes the command channel when the last [`Client`] handle is dropped.
-struct HandleGuard(async_channel::Sender<Command>);
+/// Closes the wake-up channel when the last [`Client`] handle is dropped.
+struct HandleGuard(async_channel::Sender<()>);
 
 impl Drop for HandleGuard {
     fn drop(&mut self) {
@@ -202,6 +217,28 @@ impl Drop for HandleGuard {
 impl fmt::Debug for Client {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Client").field("url", &self.inner.options.url).field("state", &self.state()).finish()
+    }
+}
+
+/// Waits for a call's outcome until `deadline` (the ack timeout, counted from the call).
+async fn wait<T>(
+    inner: &ClientInner,
+    rx: async_channel::Receiver<Result<T, Error>>,
+    event: &str,
+    deadline: Instant,
+) -> Result<T, Error> {
+    let sleep = inner.runtime.sleep_until(deadline);
+    let recv = rx.recv();
+    let recv = core::pin::pin!(recv);
+    match futures::future::select(recv, sleep).await {
+        futures::future::Either::Left((Ok(r), _)) => r,
+        futures::future::Either::Left((Err(_), _)) => Err(Error::BadConnection {
+            event: String::from(event),
+            kind: AbortKind::Disconnect,
+            code: close::ABNORMAL,
+            reason: String::new(),
+        }),
+        futures::future::Either::Right(_) => Err(Error::Timeout { event: String::from(event) }),
     }
 }
 
@@ -217,8 +254,8 @@ impl Client {
     /// A client on `runtime` that connects with `connector`; connects at once unless
     /// `auto_connect` is off.
     pub fn new(options: ClientOptions, runtime: Arc<dyn Runtime>, connector: Arc<dyn Connector>) -> Self {
-        let (commands, rx) = async_channel::unbounded();
-        let guard = Arc::new(HandleGuard(commands.clone()));
+        let (wake, rx) = async_channel::bounded(1);
+        let guard = Arc::new(HandleGuard(wake.clone()));
         let auto = options.auto_connect;
         let tokens: Arc<dyn TokenStore> =
             options.token_store.clone().unwrap_or_else(|| Arc::new(MemoryTokenStore::default()));
@@ -242,9 +279,13 @@ impl Client {
                 buffer: VecDeque::new(),
                 out: None,
                 connect_attempts: 0,
+                attempt: 0,
+                ended: Vec::new(),
+                reconnect_at: None,
             }),
-            commands,
+            wake,
             listeners: StreamDemux::new(),
+            all_events: WritableConsumableStream::new(),
             receivers: StreamDemux::new(),
             procedures: StreamDemux::new(),
             channel_data: StreamDemux::new(),
@@ -263,20 +304,33 @@ impl Client {
         &self.inner.options
     }
 
-    /// Connects (no effect unless closed); cancels a scheduled reconnect.
+    /// Connects (no effect unless closed); cancels a scheduled reconnect. The state is
+    /// `Connecting` and `connecting` was emitted when this returns.
     pub fn connect(&self) {
-        let mut st = self.inner.state.lock();
-        if st.status == ClientState::Closed {
-            st.status = ClientState::Connecting;
-            drop(st);
-            let _ = self.inner.commands.try_send(Command::Connect);
-        }
+        self.inner.connect();
     }
 
     /// Disconnects with `code` (1000: SocketCluster's default; no reconnect after it) and
     /// `reason`. While closed, cancels a scheduled reconnect.
+    ///
+    /// As in SocketCluster, this takes effect at once: when it returns the state is `Closed`,
+    /// `connectAbort` (while connecting) or `disconnect`, then `close` were emitted, calls in
+    /// flight and buffered calls failed with `BadConnectionError`, and a reconnect is scheduled
+    /// when the code asks for one. The connection task then closes the WebSocket with `code` and
+    /// `reason` (or drops the attempt when the WebSocket was not open yet).
     pub fn disconnect(&self, code: u16, reason: &str) {
-        let _ = self.inner.commands.try_send(Command::Disconnect(code, String::from(reason)));
+        let inner = &*self.inner;
+        let mut st = inner.state.lock();
+        if st.status == ClientState::Closed {
+            st.reconnect_at = None;
+        } else {
+            let was_open = st.status == ClientState::Open;
+            let attempt = st.attempt;
+            st.ended.push((attempt, code, close::wire_reason(reason)));
+            driver::close_sequence(inner, &mut st, code, close::reason(code, reason), was_open);
+        }
+        drop(st);
+        inner.wake_driver();
     }
 
     /// The connection state.
@@ -318,6 +372,14 @@ impl Client {
         self.inner.listeners.create_consumer(event)
     }
 
+    /// A consumer of every event the listeners get (all names, `message` included), in the
+    /// order the client emitted them: one consumer keeps the order across names, which separate
+    /// [`listener`](Self::listener)s cannot (e.g. each channel's `unsubscribe` before the
+    /// `disconnect` of the same close).
+    pub fn events(&self) -> Consumer<ClientEvent> {
+        self.inner.all_events.create_consumer()
+    }
+
     /// A consumer of the server's transmits of `event`.
     pub fn receiver(&self, event: &str) -> Receiver {
         Receiver::new(self.inner.receivers.create_consumer(event))
@@ -331,55 +393,93 @@ impl Client {
     /// Transmits `event` with `data`; resolves once the frame is queued on an open connection
     /// (after connecting, if needed), or fails with `BadConnectionError` when the connection
     /// attempt fails, or `TimeoutError` after the ack timeout.
-    pub async fn transmit<D: Serialize>(&self, event: &str, data: D) -> Result<(), Error> {
-        self.transmit_raw(event, Some(to_value(data)?)).await
+    ///
+    /// The transmit is made by this call, not when the future is first polled (as in
+    /// SocketCluster): calls leave in the order they were made, whichever task awaits them.
+    pub fn transmit<D: Serialize>(
+        &self,
+        event: &str,
+        data: D,
+    ) -> impl Future<Output = Result<(), Error>> + Send + 'static + use<D> {
+        let started = to_value(data).map(|data| self.start_transmit(event, Some(data)));
+        async move { started?.await }
     }
 
     /// [`transmit`](Self::transmit) with optional data (`None`: no `data` field).
-    pub async fn transmit_raw(&self, event: &str, data: Option<Value>) -> Result<(), Error> {
-        let rx = {
+    pub fn transmit_raw(
+        &self,
+        event: &str,
+        data: Option<Value>,
+    ) -> impl Future<Output = Result<(), Error>> + Send + 'static + use<> {
+        self.start_transmit(event, data)
+    }
+
+    fn start_transmit(
+        &self,
+        event: &str,
+        data: Option<Value>,
+    ) -> impl Future<Output = Result<(), Error>> + Send + 'static + use<> {
+        let deadline = Instant::now() + self.inner.options.ack_timeout;
+        let queued: Result<_, Error> = (|| {
             let mut st = self.inner.state.lock();
             if st.status == ClientState::Open {
                 let frame = packet::encode_transmit(event, data.as_ref()).map_err(encode_err)?;
                 if st.out.as_ref().is_some_and(|o| o.text(frame)) {
-                    return Ok(());
+                    return Ok(None);
                 }
             }
             let (done, rx) = async_channel::bounded(1);
             st.buffer.push_back(Buffered::Transmit { event: String::from(event), data, done });
-            rx
-        };
-        self.connect();
-        self.wait(rx, event, self.inner.options.ack_timeout).await
+            Ok(Some(rx))
+        })();
+        if let Ok(Some(_)) = queued {
+            self.connect();
+        }
+        let (inner, event) = (self.inner.clone(), String::from(event));
+        async move {
+            match queued? {
+                None => Ok(()),
+                Some(rx) => wait(&inner, rx, &event, deadline).await,
+            }
+        }
     }
 
     /// Invokes `procedure` and waits for the answer (at most the ack timeout). An answer
-    /// without data is `Null`.
-    pub async fn invoke<D: Serialize>(&self, procedure: &str, data: D) -> Result<Value, Error> {
-        let v = self.invoke_raw(procedure, Some(to_value(data)?), self.inner.options.ack_timeout).await?;
-        Ok(v.unwrap_or(Value::Null))
-    }
-
-    /// [`invoke`](Self::invoke), with the answer deserialized.
-    pub async fn invoke_as<R: DeserializeOwned, D: Serialize>(
+    /// without data is `Null`. Like [`transmit`](Self::transmit), the call is made by this
+    /// method, not when the future is first polled.
+    pub fn invoke<D: Serialize>(
         &self,
         procedure: &str,
         data: D,
-    ) -> Result<R, Error> {
-        serde_json::from_value(self.invoke(procedure, data).await?)
-            .map_err(|e| Error::InvalidArguments(alloc::format!("{e}")))
+    ) -> impl Future<Output = Result<Value, Error>> + Send + 'static + use<D> {
+        let started =
+            to_value(data).map(|d| self.invoke_raw(procedure, Some(d), self.inner.options.ack_timeout));
+        async move { Ok(started?.await?.unwrap_or(Value::Null)) }
+    }
+
+    /// [`invoke`](Self::invoke), with the answer deserialized.
+    pub fn invoke_as<R: DeserializeOwned, D: Serialize>(
+        &self,
+        procedure: &str,
+        data: D,
+    ) -> impl Future<Output = Result<R, Error>> + Send + 'static + use<R, D> {
+        let call = self.invoke(procedure, data);
+        async move {
+            serde_json::from_value(call.await?).map_err(|e| Error::InvalidArguments(alloc::format!("{e}")))
+        }
     }
 
     /// Invokes with optional data and its own timeout; "no data" (`None`) is kept apart from
-    /// `null` both ways.
-    pub async fn invoke_raw(
+    /// `null` both ways. The call is made by this method (see [`invoke`](Self::invoke)).
+    pub fn invoke_raw(
         &self,
         procedure: &str,
         data: Option<Value>,
         timeout: Duration,
-    ) -> Result<Option<Value>, Error> {
+    ) -> impl Future<Output = Result<Option<Value>, Error>> + Send + 'static + use<> {
+        let deadline = Instant::now() + timeout;
         let (reply, rx) = async_channel::bounded(1);
-        let sent = {
+        let sent: Result<_, Error> = (|| {
             let mut st = self.inner.state.lock();
             let st = &mut *st;
             match (&st.status, &st.out) {
@@ -397,42 +497,25 @@ impl Client {
                             reason: String::new(),
                         });
                     }
-                    Some(cid)
+                    Ok(Some(cid))
                 }
                 _ => {
                     st.buffer.push_back(Buffered::Invoke { event: String::from(procedure), data, reply });
-                    None
+                    Ok(None)
                 }
             }
-        };
-        if sent.is_none() {
+        })();
+        if let Ok(None) = sent {
             self.connect();
         }
-        let result = self.wait(rx, procedure, timeout).await;
-        if let (Err(Error::Timeout { .. }), Some(cid)) = (&result, sent) {
-            self.inner.state.lock().pending.remove(&cid);
-        }
-        result
-    }
-
-    async fn wait<T>(
-        &self,
-        rx: async_channel::Receiver<Result<T, Error>>,
-        event: &str,
-        timeout: Duration,
-    ) -> Result<T, Error> {
-        let sleep = self.inner.runtime.sleep_until(Instant::now() + timeout);
-        let recv = rx.recv();
-        let recv = core::pin::pin!(recv);
-        match futures::future::select(recv, sleep).await {
-            futures::future::Either::Left((Ok(r), _)) => r,
-            futures::future::Either::Left((Err(_), _)) => Err(Error::BadConnection {
-                event: String::from(event),
-                kind: AbortKind::Disconnect,
-                code: close::ABNORMAL,
-                reason: String::new(),
-            }),
-            futures::future::Either::Right(_) => Err(Error::Timeout { event: String::from(event) }),
+        let (inner, procedure) = (self.inner.clone(), String::from(procedure));
+        async move {
+            let sent = sent?;
+            let result = wait(&inner, rx, &procedure, deadline).await;
+            if let (Err(Error::Timeout { .. }), Some(cid)) = (&result, sent) {
+                inner.state.lock().pending.remove(&cid);
+            }
+            result
         }
     }
 
@@ -443,16 +526,28 @@ impl Client {
         Ok(Value::Object(m))
     }
 
-    /// Publishes `data` to `channel` and waits until the server has published it.
-    pub async fn invoke_publish<D: Serialize>(&self, channel: &str, data: D) -> Result<(), Error> {
-        let payload = Self::publish_data(channel, data)?;
-        self.invoke_raw("#publish", Some(payload), self.inner.options.ack_timeout).await.map(|_| ())
+    /// Publishes `data` to `channel` and waits until the server has published it (the call is
+    /// made by this method, see [`invoke`](Self::invoke)).
+    pub fn invoke_publish<D: Serialize>(
+        &self,
+        channel: &str,
+        data: D,
+    ) -> impl Future<Output = Result<(), Error>> + Send + 'static + use<D> {
+        let started = Self::publish_data(channel, data)
+            .map(|payload| self.invoke_raw("#publish", Some(payload), self.inner.options.ack_timeout));
+        async move { started?.await.map(|_| ()) }
     }
 
-    /// Publishes `data` to `channel` without waiting for the server.
-    pub async fn transmit_publish<D: Serialize>(&self, channel: &str, data: D) -> Result<(), Error> {
-        let payload = Self::publish_data(channel, data)?;
-        self.transmit_raw("#publish", Some(payload)).await
+    /// Publishes `data` to `channel` without waiting for the server (the call is made by this
+    /// method, see [`transmit`](Self::transmit)).
+    pub fn transmit_publish<D: Serialize>(
+        &self,
+        channel: &str,
+        data: D,
+    ) -> impl Future<Output = Result<(), Error>> + Send + 'static + use<D> {
+        let started =
+            Self::publish_data(channel, data).map(|payload| self.start_transmit("#publish", Some(payload)));
+        async move { started?.await }
     }
 
     /// Subscribes to `channel` (again: replaces its options) and returns it. Its messages are
@@ -501,37 +596,42 @@ impl Client {
     }
 
     /// Sends `#authenticate` with `signed_token`; on success the token is stored and the client
-    /// is authenticated. Fails with the server's error.
-    pub async fn authenticate(&self, signed_token: &str) -> Result<(), Error> {
-        let r = self
-            .invoke_raw(
-                "#authenticate",
-                Some(Value::String(String::from(signed_token))),
-                self.inner.options.ack_timeout,
-            )
-            .await;
-        match r {
-            Ok(v) => {
-                let ok = v
-                    .as_ref()
-                    .and_then(|v| v.get("isAuthenticated"))
-                    .and_then(Value::as_bool)
-                    .unwrap_or(false);
-                if ok {
-                    driver::set_token(&self.inner, String::from(signed_token));
-                    Ok(())
-                } else {
-                    let err = v.and_then(|v| v.get("authError").cloned()).map(RemoteError::from_value);
-                    driver::clear_token(&self.inner);
-                    Err(Error::Remote(
-                        err.unwrap_or_else(|| RemoteError::new("AuthError", "Authentication failed")),
-                    ))
+    /// is authenticated. Fails with the server's error. The call is made by this method (see
+    /// [`invoke`](Self::invoke)).
+    pub fn authenticate(
+        &self,
+        signed_token: &str,
+    ) -> impl Future<Output = Result<(), Error>> + Send + 'static + use<> {
+        let call = self.invoke_raw(
+            "#authenticate",
+            Some(Value::String(String::from(signed_token))),
+            self.inner.options.ack_timeout,
+        );
+        let (inner, signed_token) = (self.inner.clone(), String::from(signed_token));
+        async move {
+            match call.await {
+                Ok(v) => {
+                    let ok = v
+                        .as_ref()
+                        .and_then(|v| v.get("isAuthenticated"))
+                        .and_then(Value::as_bool)
+                        .unwrap_or(false);
+                    if ok {
+                        driver::set_token(&inner, signed_token);
+                        Ok(())
+                    } else {
+                        let err = v.and_then(|v| v.get("authError").cloned()).map(RemoteError::from_value);
+                        driver::clear_token(&inner);
+                        Err(Error::Remote(
+                            err.unwrap_or_else(|| RemoteError::new("AuthError", "Authentication failed")),
+                        ))
+                    }
                 }
-            }
-            Err(e @ (Error::Timeout { .. } | Error::BadConnection { .. })) => Err(e),
-            Err(e) => {
-                driver::clear_token(&self.inner);
-                Err(e)
+                Err(e @ (Error::Timeout { .. } | Error::BadConnection { .. })) => Err(e),
+                Err(e) => {
+                    driver::clear_token(&inner);
+                    Err(e)
+                }
             }
         }
     }

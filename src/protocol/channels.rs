@@ -204,7 +204,8 @@ impl Channels {
     }
 
     /// The connection dropped: in-flight subscribes are forgotten (they will be sent again) and
-    /// subscribed channels go back to pending. Returns those state changes.
+    /// subscribed channels go back to pending. Returns those state changes, in the order the
+    /// channels were subscribed (socketcluster-client's channel map keeps insertion order).
     pub fn connection_lost(&mut self) -> Vec<StateChange> {
         self.in_flight.clear();
         let mut out = Vec::new();
@@ -212,22 +213,29 @@ impl Channels {
             r.in_flight = None;
             if r.state == ChannelState::Subscribed {
                 r.state = ChannelState::Pending;
-                out.push(StateChange {
-                    channel: name.clone(),
-                    old: ChannelState::Subscribed,
-                    new: ChannelState::Pending,
-                });
+                out.push((r.order, name.clone()));
             }
         }
-        out
+        out.sort_unstable();
+        out.into_iter()
+            .map(|(_, channel)| StateChange {
+                channel,
+                old: ChannelState::Subscribed,
+                new: ChannelState::Pending,
+            })
+            .collect()
     }
 
-    /// The channels in the table (subscribed ones, plus pending ones when asked).
+    /// The channels in the table (subscribed ones, plus pending ones when asked), in the order
+    /// they were subscribed.
     pub fn subscriptions(&self, include_pending: bool) -> Vec<String> {
-        self.map
+        let mut names: Vec<(u64, &String)> = self
+            .map
             .iter()
             .filter(|(_, r)| include_pending || r.state == ChannelState::Subscribed)
-            .map(|(n, _)| n.clone())
-            .collect()
+            .map(|(n, r)| (r.order, n))
+            .collect();
+        names.sort_unstable();
+        names.into_iter().map(|(_, n)| n.clone()).collect()
     }
 }
