@@ -12,15 +12,12 @@ use std::time::Instant;
 
 use async_tungstenite::tokio::TokioAdapter;
 
-use alloc::string::String;
-
 use async_tungstenite::tungstenite::Error as WsError;
-use async_tungstenite::tungstenite::client::IntoClientRequest;
 use async_tungstenite::tungstenite::protocol::WebSocketConfig;
 
-use crate::client::{Client, ClientOptions, Connector, WsSink, WsStream, split_websocket};
+use crate::client::{Client, ClientOptions, Connector, Tls, WsSink, WsStream, handshake, target};
 use crate::runtime::{BoxFuture, Runtime};
-use crate::server::{Server, ServerOptions};
+use crate::server::{Server, ServerOptions, ServerTls};
 use crate::stream::{Consumer, TimedOut};
 
 /// The tokio runtime behind a handle: `Handle::spawn` and `tokio::time`.
@@ -57,6 +54,25 @@ pub fn runtime() -> Arc<dyn Runtime> {
 /// Binds `addr` and serves SocketCluster connections on it until [`Server::close`]; returns the
 /// server and the bound address (useful with port 0).
 pub async fn listen(addr: &str, options: ServerOptions) -> io::Result<(Server, SocketAddr)> {
+    serve(addr, options, None).await
+}
+
+/// [`listen`] for `wss://` (feature `tls`): each connection does the TLS handshake first (see
+/// [`Server::accept_tls`]). Build `tls` with [`crate::tls::server_config_from_pem`].
+#[cfg(feature = "tls")]
+pub async fn listen_tls(
+    addr: &str,
+    tls: Arc<rustls::ServerConfig>,
+    options: ServerOptions,
+) -> io::Result<(Server, SocketAddr)> {
+    serve(addr, options, Some(tls)).await
+}
+
+async fn serve(
+    addr: &str,
+    options: ServerOptions,
+    tls: Option<ServerTls>,
+) -> io::Result<(Server, SocketAddr)> {
     let listener = tokio::net::TcpListener::bind(addr).await?;
     let local = listener.local_addr()?;
     let server = Server::new(options, runtime());
@@ -71,7 +87,10 @@ pub async fn listen(addr: &str, options: ServerOptions) -> io::Result<(Server, S
                 Ok((tcp, peer)) => {
                     let _ = tcp.set_nodelay(true);
                     let s = s.clone();
-                    tokio::spawn(async move { s.accept(TokioAdapter::new(tcp), Some(peer)).await });
+                    let tls = tls.clone();
+                    tokio::spawn(async move {
+                        s.accept_with(tls.as_ref(), TokioAdapter::new(tcp), Some(peer)).await
+                    });
                 }
                 // Out of file descriptors and the like: back off briefly instead of spinning.
                 Err(_) => tokio::time::sleep(Duration::from_millis(10)).await,
@@ -103,32 +122,38 @@ pub async fn redis_broker(
     crate::server::redis::RedisBroker::connect(options, runtime()).await
 }
 
-/// Opens client WebSockets over tokio's TCP (plain `ws://` URLs).
-#[derive(Debug, Clone, Copy, Default)]
-pub struct TokioConnector;
+/// Opens client WebSockets over tokio's TCP: `ws://` URLs, and `wss://` with feature `tls`.
+#[derive(Debug, Clone, Default)]
+pub struct TokioConnector {
+    tls: Tls,
+}
+
+impl TokioConnector {
+    /// A connector verifying `wss://` servers as `options` say.
+    pub fn new(options: &ClientOptions) -> Self {
+        Self { tls: Tls::of(options) }
+    }
+}
 
 impl Connector for TokioConnector {
     fn connect(&self, url: &str, config: WebSocketConfig) -> BoxFuture<Result<(WsSink, WsStream), WsError>> {
-        let request = url.into_client_request();
+        let target = target(url);
+        let tls = self.tls.clone();
         Box::pin(async move {
-            let request = request?;
-            let uri = request.uri();
-            let host =
-                String::from(uri.host().unwrap_or("localhost").trim_start_matches('[').trim_end_matches(']'));
-            let port = uri.port_u16().unwrap_or(80);
-            let tcp = tokio::net::TcpStream::connect((host.as_str(), port)).await.map_err(WsError::Io)?;
+            let target = target?;
+            let tcp = tokio::net::TcpStream::connect((target.host.as_str(), target.port))
+                .await
+                .map_err(WsError::Io)?;
             let _ = tcp.set_nodelay(true);
-            let (ws, _) =
-                async_tungstenite::client_async_with_config(request, TokioAdapter::new(tcp), Some(config))
-                    .await?;
-            Ok(split_websocket(ws))
+            handshake(target, TokioAdapter::new(tcp), config, &tls).await
         })
     }
 }
 
 /// A client for `options.url` on tokio; it connects at once unless `auto_connect` is off.
 pub fn connect(options: ClientOptions) -> Client {
-    Client::new(options, runtime(), Arc::new(TokioConnector))
+    let connector = Arc::new(TokioConnector::new(&options));
+    Client::new(options, runtime(), connector)
 }
 
 /// The consumer's next item, or [`TimedOut`] when none arrives within `timeout`.

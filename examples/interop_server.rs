@@ -38,6 +38,9 @@ struct Args {
     /// `--broker` when it is not `memory`.
     broker: Option<String>,
     redis_prefix: Option<String>,
+    /// `--tls-cert` and `--tls-key`: serve `wss://` (feature `tls`).
+    tls_cert: Option<String>,
+    tls_key: Option<String>,
 }
 
 fn usage(msg: &str) -> ! {
@@ -54,6 +57,8 @@ fn parse_args() -> Args {
         foo_delay: Duration::from_millis(1000),
         broker: None,
         redis_prefix: None,
+        tls_cert: None,
+        tls_key: None,
     };
     a.options.middleware = access_rules();
     let mut it = std::env::args().skip(1);
@@ -135,10 +140,30 @@ fn parse_args() -> Args {
                         .unwrap_or_else(|| usage("--outbound-limit needs a number")),
                 )
             }
+            "--tls-cert" => {
+                a.tls_cert = Some(it.next().unwrap_or_else(|| usage("--tls-cert needs a PEM file")))
+            }
+            "--tls-key" => a.tls_key = Some(it.next().unwrap_or_else(|| usage("--tls-key needs a PEM file"))),
             _ => usage(&format!("unknown flag {flag}")),
         }
     }
+    if a.tls_cert.is_some() != a.tls_key.is_some() {
+        usage("--tls-cert and --tls-key go together");
+    }
+    if a.tls_cert.is_some() && !cfg!(feature = "tls") {
+        usage("--tls-cert needs the `tls` feature (cargo run --features tls ...)");
+    }
     a
+}
+
+/// The TLS configuration of `--tls-cert`/`--tls-key`, if given.
+#[cfg(feature = "tls")]
+fn tls_config(args: &Args) -> Option<std::sync::Arc<socketcluster::tls::rustls::ServerConfig>> {
+    let (cert, key) = (args.tls_cert.as_ref()?, args.tls_key.as_ref()?);
+    Some(socketcluster::tls::server_config_from_pem(cert.as_ref(), key.as_ref()).unwrap_or_else(|e| {
+        eprintln!("interop_server: cannot load the TLS certificate and key: {e}");
+        std::process::exit(1);
+    }))
 }
 
 fn print_line(v: &Value) {
@@ -411,8 +436,17 @@ fn main() {
                         .unwrap_or_else(|e| redis::fail(url, e));
                     args.options.broker = Some(redis::install(b, &socketcluster::tokio::runtime()));
                 }
-                let (server, local) =
-                    socketcluster::tokio::listen(&addr, args.options).await.unwrap_or_else(|e| fail(e));
+                let (server, local) = {
+                    #[cfg(feature = "tls")]
+                    if let Some(tls) = tls_config(&args) {
+                        socketcluster::tokio::listen_tls(&addr, tls, args.options).await
+                    } else {
+                        socketcluster::tokio::listen(&addr, args.options).await
+                    }
+                    #[cfg(not(feature = "tls"))]
+                    socketcluster::tokio::listen(&addr, args.options).await
+                }
+                .unwrap_or_else(|e| fail(e));
                 #[cfg(feature = "redis")]
                 redis::report_to(&server);
                 run(server, local, socketcluster::tokio::runtime(), args.foo_delay).await;
@@ -426,8 +460,17 @@ fn main() {
                     .unwrap_or_else(|e| redis::fail(url, e));
                 args.options.broker = Some(redis::install(b, &socketcluster::smol::runtime()));
             }
-            let (server, local) =
-                socketcluster::smol::listen(&addr, args.options).await.unwrap_or_else(|e| fail(e));
+            let (server, local) = {
+                #[cfg(feature = "tls")]
+                if let Some(tls) = tls_config(&args) {
+                    socketcluster::smol::listen_tls(&addr, tls, args.options).await
+                } else {
+                    socketcluster::smol::listen(&addr, args.options).await
+                }
+                #[cfg(not(feature = "tls"))]
+                socketcluster::smol::listen(&addr, args.options).await
+            }
+            .unwrap_or_else(|e| fail(e));
             #[cfg(feature = "redis")]
             redis::report_to(&server);
             run(server, local, socketcluster::smol::runtime(), args.foo_delay).await;

@@ -54,6 +54,8 @@ pub mod request;
 pub mod runtime;
 #[cfg(feature = "ws")]
 pub mod server;
+#[cfg(feature = "tls")]
+pub mod tls;
 
 #[cfg(feature = "smol")]
 #[path = "../adapters/smol.rs"]

@@ -261,7 +261,15 @@ async fn connection(inner: &Arc<ClientInner>, attempt: u64, wake: &async_channel
     drop(open);
     let (sink, mut frames) = match opened {
         Ok(halves) => halves,
-        Err(_) => {
+        Err(e) => {
+            // A failed TLS handshake says why (certificate, host name) before the 1006 close, as
+            // Node's WebSocket reports its TLS error first.
+            if let Some(why) = tls_failure(&e) {
+                let st = inner.state.lock();
+                if is_current(&st, attempt) {
+                    emit(inner, "error", ClientEvent::Error(RemoteError::new("TLSError", why)));
+                }
+            }
             conn.handle_close(close::ABNORMAL, "");
             return finish(inner, attempt, &mut conn, End::Done);
         }
@@ -388,6 +396,18 @@ fn ended_by_application(inner: &ClientInner, attempt: u64) -> Option<(u16, Strin
 }
 
 /// The attempt failed before a WebSocket existed.
+/// The reason of a failed TLS handshake, if that is what `e` is.
+fn tls_failure(e: &async_tungstenite::tungstenite::Error) -> Option<String> {
+    #[cfg(feature = "tls")]
+    if let async_tungstenite::tungstenite::Error::Io(io) = e
+        && let Some(why) = io.get_ref().and_then(|r| r.downcast_ref::<crate::tls::HandshakeFailed>())
+    {
+        return Some(why.0.clone());
+    }
+    let _ = e;
+    None
+}
+
 fn finish(inner: &ClientInner, attempt: u64, conn: &mut ClientConnection, end: End) -> End {
     if let Some(ConnEvent::Closed { code, reason, was_open }) = conn.poll_event() {
         let mut st = inner.state.lock();

@@ -20,6 +20,7 @@
 mod channel;
 mod driver;
 mod events;
+mod open;
 mod token_store;
 
 use alloc::boxed::Box;
@@ -42,6 +43,7 @@ use serde_json::Value;
 
 pub use channel::Channel;
 pub use events::{AuthState, ChannelEvent, ClientEvent};
+pub(crate) use open::{Tls, handshake, target};
 pub use token_store::{FileTokenStore, MemoryTokenStore, TokenStore};
 
 use crate::outbox::Outbox;
@@ -99,6 +101,9 @@ pub struct ClientOptions {
     pub auth_token: Option<String>,
     /// Where the token is kept between connections ([`MemoryTokenStore`] when `None`).
     pub token_store: Option<Arc<dyn TokenStore>>,
+    /// How `wss://` servers are verified (feature `tls`; webpki roots by default).
+    #[cfg(feature = "tls")]
+    pub tls: crate::tls::ClientTls,
 }
 
 impl Default for ClientOptions {
@@ -115,6 +120,8 @@ impl Default for ClientOptions {
             ping_timeout_disabled: false,
             auth_token: None,
             token_store: None,
+            #[cfg(feature = "tls")]
+            tls: crate::tls::ClientTls::default(),
         }
     }
 }

@@ -43,6 +43,14 @@ use crate::runtime::Runtime;
 use crate::stream::{Consumer, StreamDemux};
 use crate::sync::Mutex;
 
+/// A server's TLS configuration in the adapters' accept loops (nothing without feature `tls`).
+#[cfg(feature = "tls")]
+pub(crate) type ServerTls = Arc<rustls::ServerConfig>;
+/// A server's TLS configuration in the adapters' accept loops (nothing without feature `tls`).
+#[cfg(not(feature = "tls"))]
+#[derive(Clone, Debug)]
+pub(crate) enum ServerTls {}
+
 /// Server options; the defaults are socketcluster-server 20's.
 #[derive(Clone)]
 pub struct ServerOptions {
@@ -423,6 +431,49 @@ impl Server {
                 }
             };
         driver::run(self.shared.clone(), ws, wiring, remote_address, uri).await;
+    }
+
+    /// Does the TLS handshake on `stream` (at most `handshake_timeout`), then serves it as
+    /// [`accept`](Self::accept) does (feature `tls`). A failed or timed-out handshake closes
+    /// the connection and emits a `warning` (`TLSHandshakeError`); other sockets never notice.
+    #[cfg(feature = "tls")]
+    pub async fn accept_tls<S>(
+        &self,
+        config: &Arc<rustls::ServerConfig>,
+        stream: S,
+        remote_address: Option<SocketAddr>,
+    ) where
+        S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+    {
+        use futures::future::{Either, select};
+        let handshake = core::pin::pin!(crate::tls::accept(config, stream));
+        let timeout = self.shared.runtime.sleep_until(Instant::now() + self.shared.options.handshake_timeout);
+        let message = match select(handshake, timeout).await {
+            Either::Left((Ok(tls), _)) => return self.accept(tls, remote_address).await,
+            Either::Left((Err(e), _)) => alloc::format!("TLS handshake failed: {e}"),
+            Either::Right(_) => String::from("TLS handshake timed out"),
+        };
+        let message = match remote_address {
+            Some(a) => alloc::format!("{message} (from {a})"),
+            None => message,
+        };
+        let error = crate::protocol::RemoteError::new("TLSHandshakeError", message.as_str());
+        self.shared.emit("warning", ServerEvent::Warning { error, socket: None });
+    }
+
+    /// [`accept`](Self::accept) or, with a configuration, [`accept_tls`](Self::accept_tls): what
+    /// the adapters' accept loops call.
+    pub(crate) async fn accept_with<S>(&self, tls: Option<&ServerTls>, stream: S, remote: Option<SocketAddr>)
+    where
+        S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+    {
+        match tls {
+            None => self.accept(stream, remote).await,
+            #[cfg(feature = "tls")]
+            Some(config) => self.accept_tls(config, stream, remote).await,
+            #[cfg(not(feature = "tls"))]
+            Some(never) => match *never {},
+        }
     }
 
     /// Replaces the middleware for sockets created from now on (live sockets keep theirs).
