@@ -196,3 +196,47 @@ scenarios!(
     wrong_host_name_is_refused,
     plain_websocket_on_the_tls_port
 );
+
+/// The official socketcluster-client (Node, trusting the test CA) against our TLS server; without
+/// the CA, Node refuses the certificate.
+fn js_client_against_our_tls_server(runtime: &str) {
+    peers::ensure_npm();
+    let pki = TestPki::new();
+    let server = pki.server(runtime);
+    let url = format!("wss://localhost:{}/socketcluster/", server.port());
+    let ca = pki.dir.join("ca.pem");
+    let script = peers::interop_dir().join("tls-client.mjs");
+    let run = |extra: &[&str]| {
+        let out = std::process::Command::new("timeout")
+            .args(["60", "node"])
+            .arg(&script)
+            .arg(&url)
+            .arg(&ca)
+            .args(extra)
+            .output()
+            .expect("node runs");
+        let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+        let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+        (out.status.success(), stdout, stderr)
+    };
+    let (ok, stdout, stderr) = run(&[]);
+    assert!(ok && stdout.contains("\"ok\":true"), "JS client over TLS ({runtime}): {stdout}\n{stderr}");
+    let (ok, stdout, stderr) = run(&["--reject-expected"]);
+    // socketcluster-client reports Node's certificate error only as the 1006 close ("Socket hung
+    // up"); the run with the CA above shows that the CA is the only difference.
+    assert!(
+        ok && stdout.contains("\"refused\":1006"),
+        "JS client without the CA ({runtime}): {stdout}\n{stderr}"
+    );
+}
+
+#[test]
+fn official_js_client_over_tls_on_smol() {
+    js_client_against_our_tls_server("smol");
+}
+
+#[cfg(feature = "tokio")]
+#[test]
+fn official_js_client_over_tls_on_tokio() {
+    js_client_against_our_tls_server("tokio");
+}
