@@ -194,7 +194,8 @@ scenarios!(
     wss_with_the_servers_ca,
     unknown_ca_is_refused,
     wrong_host_name_is_refused,
-    plain_websocket_on_the_tls_port
+    plain_websocket_on_the_tls_port,
+    our_client_against_the_official_server_over_tls
 );
 
 /// The official socketcluster-client (Node, trusting the test CA) against our TLS server; without
@@ -239,4 +240,26 @@ fn official_js_client_over_tls_on_smol() {
 #[test]
 fn official_js_client_over_tls_on_tokio() {
     js_client_against_our_tls_server("tokio");
+}
+
+/// Our client against the official socketcluster-server behind Node's `https` server.
+async fn our_client_against_the_official_server_over_tls(rt: Rt) {
+    let pki = TestPki::new();
+    let cert = pki.dir.join("cert.pem");
+    let key = pki.dir.join("key.pem");
+    let server = Peer::js_server(&[
+        "--tls-cert",
+        cert.to_str().expect("utf-8"),
+        "--tls-key",
+        key.to_str().expect("utf-8"),
+    ]);
+    let client = rt.tls_client(format!("wss://localhost:{}/socketcluster/", server.port()), pki.trusting());
+    rt.open_tls(&client).await;
+    let data = json!({"to": "node", "over": "tls"});
+    assert_eq!(rt.bounded("echo", client.invoke("echo", &data)).await, Ok(data));
+    // The same server with the default roots: refused, with the reason.
+    let untrusting =
+        rt.tls_client(format!("wss://localhost:{}/socketcluster/", server.port()), ClientTls::default());
+    let message = rt.tls_refused(&untrusting).await;
+    assert!(message.contains("UnknownIssuer"), "{message}");
 }

@@ -11,7 +11,9 @@
 //
 // Also used as the Node side of the fan-out benchmark: no per-message logging.
 
+import { readFileSync } from 'node:fs';
 import http from 'node:http';
+import https from 'node:https';
 import socketClusterServer from 'socketcluster-server';
 
 const USAGE =
@@ -19,7 +21,7 @@ const USAGE =
   '[--protocol-version 1|2] [--ping-interval MS] [--ping-timeout MS] ' +
   '[--handshake-timeout MS] [--ack-timeout MS] [--auth-key SECRET] ' +
   '[--no-client-publish] [--socket-channel-limit N] [--max-payload BYTES] ' +
-  '[--foo-delay MS] [--broker memory]';
+  '[--foo-delay MS] [--broker memory] [--tls-cert PEM --tls-key PEM]';
 
 function usageError(message) {
   process.stderr.write(`interop server: ${message}\n`);
@@ -57,6 +59,8 @@ function parseFlags(argv) {
   const ms = (flag, value, min = 1) => int(flag, value, min, 2 ** 31 - 1);
   const valued = {
     '--host': (v) => { opts.host = v; },
+    '--tls-cert': (v) => { opts.tlsCert = v; },
+    '--tls-key': (v) => { opts.tlsKey = v; },
     '--port': (v) => { opts.port = int('--port', v, 0, 65535); },
     '--path': (v) => {
       if (!v.startsWith('/')) usageError(`--path: must start with "/", got ${JSON.stringify(v)}`);
@@ -120,6 +124,7 @@ function parseFlags(argv) {
       usageError(`unknown argument ${JSON.stringify(argv[i])}`);
     }
   }
+  if (!opts.tlsCert !== !opts.tlsKey) usageError('--tls-cert and --tls-key go together');
   return opts;
 }
 
@@ -153,7 +158,9 @@ const fooState = new WeakMap();
 // ---------------------------------------------------------------------------
 // Server
 
-const httpServer = http.createServer((req, res) => {
+// With --tls-cert/--tls-key: HTTPS (wss://), the way a Node deployment terminates TLS itself.
+const tls = opts.tlsCert ? { cert: readFileSync(opts.tlsCert), key: readFileSync(opts.tlsKey) } : null;
+const httpServer = (tls ? https.createServer.bind(https, tls) : http.createServer)((req, res) => {
   // Same as socketcluster-server's listen(): plain HTTP is not served.
   res.writeHead(501);
   res.end('Not Implemented');
