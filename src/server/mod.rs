@@ -12,6 +12,7 @@ mod driver;
 mod events;
 mod exchange;
 mod middleware;
+mod proxy;
 #[cfg(feature = "redis")]
 pub mod redis;
 mod socket;
@@ -34,6 +35,7 @@ pub use broker::{Broker, MemoryBroker, Publication, Subscriber};
 pub use events::{ServerEvent, SocketEvent};
 pub use exchange::{Exchange, ExchangeChannel};
 pub use middleware::{Blocked, HandshakeAction, InboundAction, Middleware, OutboundAction, RawAction};
+pub use proxy::{BadProxy, TrustedProxy};
 pub use socket::{ServerSocket, SocketState};
 
 use crate::auth::JwtAuth;
@@ -98,6 +100,12 @@ pub struct ServerOptions {
     /// and only this long — its answer then leaves whenever it comes. Frames with one packet
     /// never wait.
     pub batch_answer_wait: Duration,
+    /// Reverse proxies whose `Forwarded` / `X-Forwarded-For` headers are believed (empty by
+    /// default: the headers are ignored). When the TCP peer is one of them, a socket's
+    /// `remote_address` (and the handshake middleware's) is the nearest forwarded hop that is not
+    /// a trusted proxy — entries a client wrote further left are not believed. A forwarded hop
+    /// without a port gets port 0.
+    pub trusted_proxies: Vec<TrustedProxy>,
 }
 
 impl fmt::Debug for ServerOptions {
@@ -120,6 +128,7 @@ impl fmt::Debug for ServerOptions {
             .field("outbound_limit", &self.outbound_limit)
             .field("max_pending_requests", &self.max_pending_requests)
             .field("batch_answer_wait", &self.batch_answer_wait)
+            .field("trusted_proxies", &self.trusted_proxies)
             .finish()
     }
 }
@@ -144,6 +153,7 @@ impl Default for ServerOptions {
             outbound_limit: None,
             max_pending_requests: None,
             batch_answer_wait: Duration::from_millis(100),
+            trusted_proxies: Vec::new(),
         }
     }
 }
@@ -416,7 +426,10 @@ impl Server {
     where
         S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
     {
-        let Ok((stream, uri)) = upgrade::check(&self.shared, stream, remote_address).await else { return };
+        let Ok((stream, uri, remote_address)) = upgrade::check(&self.shared, stream, remote_address).await
+        else {
+            return;
+        };
         // Our frames go straight to the connection; the WebSocket library reads it, and what it
         // writes (the upgrade response, pongs) joins the same queue through the tap.
         let (read, write) = futures::io::AsyncReadExt::split(stream);

@@ -22,6 +22,8 @@ pub(crate) struct RequestHead {
     pub(crate) uri: String,
     pub(crate) path: String,
     pub(crate) origin: Option<String>,
+    /// The hops of `Forwarded` (its `for=` values) or else of `X-Forwarded-For`, nearest last.
+    pub(crate) hops: Vec<String>,
 }
 
 /// A stream whose first bytes were already read: they are read again first.
@@ -68,11 +70,20 @@ fn parse_head(bytes: &[u8]) -> Option<RequestHead> {
     let _method = request_line.next()?;
     let uri = String::from(request_line.next()?);
     let path = String::from(uri.split('?').next().unwrap_or_default());
-    let origin = lines.find_map(|l| {
-        let (name, value) = l.split_once(':')?;
-        name.trim().eq_ignore_ascii_case("origin").then(|| String::from(value.trim()))
-    });
-    Some(RequestHead { uri, path, origin })
+    let (mut origin, mut forwarded, mut x_forwarded) = (None, Vec::new(), Vec::new());
+    for line in lines {
+        let Some((name, value)) = line.split_once(':') else { continue };
+        let (name, value) = (name.trim(), value.trim());
+        if name.eq_ignore_ascii_case("origin") {
+            origin.get_or_insert_with(|| String::from(value));
+        } else if name.eq_ignore_ascii_case("forwarded") {
+            forwarded.extend(super::proxy::forwarded_for(value).map(String::from));
+        } else if name.eq_ignore_ascii_case("x-forwarded-for") {
+            x_forwarded.extend(value.split(',').map(|h| String::from(h.trim())));
+        }
+    }
+    let hops = if forwarded.is_empty() { x_forwarded } else { forwarded };
+    Some(RequestHead { uri, path, origin, hops })
 }
 
 async fn respond<S: AsyncWrite + Unpin>(stream: &mut S, status: &str, body: &str) {
@@ -101,13 +112,14 @@ pub(crate) fn origin_allowed(allowed: &[String], origin: Option<&str>) -> bool {
     })
 }
 
-/// Reads and checks the upgrade request. `Ok` hands back the stream (replaying the request) and
-/// its path and query; `Err` means the connection was answered and closed.
+/// Reads and checks the upgrade request. `Ok` hands back the stream (replaying the request), its
+/// path and query, and the client's address (the TCP peer's, or the forwarded one when the peer
+/// is a trusted proxy); `Err` means the connection was answered and closed.
 pub(crate) async fn check<S>(
     server: &ServerShared,
     mut stream: S,
     remote: Option<SocketAddr>,
-) -> Result<(Replay<S>, String), ()>
+) -> Result<(Replay<S>, String, Option<SocketAddr>), ()>
 where
     S: AsyncRead + AsyncWrite + Unpin,
 {
@@ -134,6 +146,8 @@ where
         respond(&mut stream, "400 Bad Request", "Bad Request").await;
         return Err(());
     }
+    let hops: Vec<&str> = req.hops.iter().map(String::as_str).collect();
+    let remote = super::proxy::client_address(remote, &hops, &server.options.trusted_proxies);
     // SocketCluster runs the handshake middleware first, then the origin check.
     let middleware = server.middleware.lock().clone();
     if let Some(mw) = &middleware.handshake {
@@ -172,7 +186,7 @@ where
         respond(&mut stream, "403 Forbidden", &message).await;
         return Err(());
     }
-    Ok((Replay { head, pos: 0, inner: stream }, req.uri))
+    Ok((Replay { head, pos: 0, inner: stream }, req.uri, remote))
 }
 
 #[cfg(test)]

@@ -343,13 +343,21 @@ impl Raw {
 
     /// A WebSocket connection to `uri` (path and query), with `Origin: origin` if given.
     pub(crate) async fn connect_to(addr: SocketAddr, uri: &str, origin: Option<&str>) -> Self {
+        let headers: Vec<(&str, &str)> = origin.map(|o| ("Origin", o)).into_iter().collect();
+        Self::connect_with_headers(addr, uri, &headers).await
+    }
+
+    /// A WebSocket connection to `uri` whose upgrade request carries `headers` too.
+    pub(crate) async fn connect_with_headers(addr: SocketAddr, uri: &str, headers: &[(&str, &str)]) -> Self {
         within(LIMIT, "the WebSocket connection", async {
             let tcp = smol::net::TcpStream::connect(addr).await.unwrap();
             tcp.set_nodelay(true).unwrap();
             let local = tcp.local_addr().unwrap();
             let mut request = format!("ws://{addr}{uri}").into_client_request().unwrap();
-            if let Some(o) = origin {
-                request.headers_mut().insert("Origin", o.parse().unwrap());
+            for (name, value) in headers {
+                let name =
+                    async_tungstenite::tungstenite::http::HeaderName::from_bytes(name.as_bytes()).unwrap();
+                request.headers_mut().append(name, value.parse().unwrap());
             }
             let (ws, _) = async_tungstenite::client_async(request, tcp).await.unwrap();
             Raw { ws, local, answer_pings: true, pings: 0 }
