@@ -432,6 +432,13 @@ fn repl_op(
 }
 
 fn main() {
+    // Logs (stderr) only when asked for: `RUST_LOG=socketcluster=debug`.
+    if std::env::var_os("RUST_LOG").is_some() {
+        tracing_subscriber::fmt()
+            .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+            .with_writer(std::io::stderr)
+            .init();
+    }
     let mut args = parse_args();
     if args.command[0] == "repl" {
         args.options.auto_connect = false;

@@ -415,6 +415,13 @@ async fn run(server: Server, addr: std::net::SocketAddr, runtime: Arc<dyn Runtim
 }
 
 fn main() {
+    // Logs (stderr) only when asked for: `RUST_LOG=socketcluster=debug`.
+    if std::env::var_os("RUST_LOG").is_some() {
+        tracing_subscriber::fmt()
+            .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+            .with_writer(std::io::stderr)
+            .init();
+    }
     let mut args = parse_args();
     let addr = format!("{}:{}", args.host, args.port);
     let fail = |e: std::io::Error| -> ! {

@@ -1,6 +1,7 @@
 //! Behaviour of `StreamDemux`: the upstream `stream-demux` test list (protocol reference §5.3),
 //! ported to our semantics (kill is immediate; a pending "once" resolves `None` on close or kill;
 //! there is no `demux.once()`, its equivalent is a temporary consumer's next item).
+#![cfg(feature = "smol")]
 #![allow(clippy::unwrap_used)]
 
 #[path = "support/util.rs"]

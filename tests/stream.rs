@@ -3,6 +3,7 @@
 //! the bounded modes. Where we deliberately differ from the JavaScript library (kill is immediate,
 //! an ended consumer stays ended, `once` resolves `None` on close/kill, ...) the test checks our
 //! behaviour and its name says so.
+#![cfg(feature = "smol")]
 #![allow(clippy::unwrap_used)]
 
 #[path = "support/util.rs"]

@@ -64,13 +64,30 @@ impl Wiring {
     }
 }
 
-/// Drives a socket whose WebSocket frames arrive on `frames` and leave through `wiring`.
+/// Drives a socket whose WebSocket frames arrive on `frames` and leave through `wiring`, in a
+/// `tracing` span with its id and remote address.
 pub(crate) async fn run<F>(
+    server: Arc<ServerShared>,
+    frames: F,
+    wiring: Wiring,
+    remote: Option<SocketAddr>,
+    uri: String,
+) where
+    F: Stream<Item = Result<Message, WsError>> + Unpin + Send,
+{
+    use tracing::Instrument as _;
+    let id = socket_id(&server.id_seq);
+    let span = super::trace::connection_span(&id, remote);
+    drive(server, frames, wiring, remote, uri, id).instrument(span).await;
+}
+
+async fn drive<F>(
     server: Arc<ServerShared>,
     mut frames: F,
     wiring: Wiring,
     remote: Option<SocketAddr>,
     uri: String,
+    id: String,
 ) where
     F: Stream<Item = Result<Message, WsError>> + Unpin + Send,
 {
@@ -94,7 +111,7 @@ pub(crate) async fn run<F>(
     };
     let socket = ServerSocket {
         inner: Arc::new(super::socket::SocketInner {
-            id: socket_id(&server.id_seq),
+            id,
             server: server.clone(),
             remote_address: remote,
             request_uri: uri,

@@ -16,6 +16,7 @@ mod proxy;
 #[cfg(feature = "redis")]
 pub mod redis;
 mod socket;
+mod trace;
 mod upgrade;
 
 use alloc::boxed::Box;
@@ -199,6 +200,7 @@ impl ServerShared {
     }
 
     pub(crate) fn emit(&self, name: &str, event: ServerEvent) {
+        trace::server_event(&event);
         self.listeners.write(name, event);
     }
 

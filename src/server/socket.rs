@@ -319,6 +319,7 @@ impl ServerSocket {
             self.inner.out.text(frame);
         }
         self.inner.server.broker.unsubscribe(String::from(channel), self.inner.subscriber_id).await;
+        super::trace::kicked_out(self, channel);
         self.inner.server.unsubscribed(self, channel);
         true
     }

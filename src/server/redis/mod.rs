@@ -209,6 +209,7 @@ impl Shared {
     }
 
     fn emit(&self, event: RedisEvent) {
+        super::trace::broker_event(&event);
         if let Some(error) = event.warning() {
             let servers: Vec<Arc<ServerShared>> =
                 self.servers.lock().iter().filter_map(Weak::upgrade).collect();
