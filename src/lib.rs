@@ -65,6 +65,10 @@ pub mod smol;
 #[path = "../adapters/tokio.rs"]
 pub mod tokio;
 
+#[cfg(feature = "hyper")]
+#[path = "../adapters/hyper.rs"]
+pub mod hyper;
+
 /// The README's examples, compiled and run as doctests.
 #[cfg(doctest)]
 #[doc = include_str!("../README.md")]

@@ -206,7 +206,7 @@ fn js_client_against_our_tls_server(runtime: &str) {
     let server = pki.server(runtime);
     let url = format!("wss://localhost:{}/socketcluster/", server.port());
     let ca = pki.dir.join("ca.pem");
-    let script = peers::interop_dir().join("tls-client.mjs");
+    let script = peers::interop_dir().join("echo-client.mjs");
     let run = |extra: &[&str]| {
         let out = std::process::Command::new("timeout")
             .args(["60", "node"])

@@ -12,6 +12,8 @@ mod driver;
 mod events;
 mod exchange;
 mod middleware;
+#[cfg(feature = "http")]
+mod mount;
 mod proxy;
 #[cfg(feature = "redis")]
 pub mod redis;
@@ -36,6 +38,8 @@ pub use broker::{Broker, MemoryBroker, Publication, Subscriber};
 pub use events::{ServerEvent, SocketEvent};
 pub use exchange::{Exchange, ExchangeChannel};
 pub use middleware::{Blocked, HandshakeAction, InboundAction, Middleware, OutboundAction, RawAction};
+#[cfg(feature = "http")]
+pub use mount::Accepted;
 pub use proxy::{BadProxy, TrustedProxy};
 pub use socket::{ServerSocket, SocketState};
 

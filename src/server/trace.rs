@@ -91,3 +91,11 @@ pub(super) fn broker_event(event: &super::redis::RedisEvent) {
         }
     }
 }
+
+/// An HTTP upgrade request answered with `status` instead of a WebSocket.
+pub(super) fn upgrade_refused(status: u16, uri: &str, remote: Option<SocketAddr>) {
+    match remote {
+        Some(remote) => info!(status, uri, %remote, "upgrade refused"),
+        None => info!(status, uri, "upgrade refused"),
+    }
+}

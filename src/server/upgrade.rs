@@ -63,27 +63,33 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for Replay<S> {
     }
 }
 
+impl RequestHead {
+    /// The facts from a request target (path and query) and its header fields.
+    pub(crate) fn new<'a>(uri: String, headers: impl Iterator<Item = (&'a str, &'a str)>) -> Self {
+        let path = String::from(uri.split('?').next().unwrap_or_default());
+        let (mut origin, mut forwarded, mut x_forwarded) = (None, Vec::new(), Vec::new());
+        for (name, value) in headers {
+            let (name, value) = (name.trim(), value.trim());
+            if name.eq_ignore_ascii_case("origin") {
+                origin.get_or_insert_with(|| String::from(value));
+            } else if name.eq_ignore_ascii_case("forwarded") {
+                forwarded.extend(super::proxy::forwarded_for(value).map(String::from));
+            } else if name.eq_ignore_ascii_case("x-forwarded-for") {
+                x_forwarded.extend(value.split(',').map(|h| String::from(h.trim())));
+            }
+        }
+        let hops = if forwarded.is_empty() { x_forwarded } else { forwarded };
+        Self { uri, path, origin, hops }
+    }
+}
+
 fn parse_head(bytes: &[u8]) -> Option<RequestHead> {
     let text = core::str::from_utf8(bytes).ok()?;
     let mut lines = text.split("\r\n");
     let mut request_line = lines.next()?.split(' ');
     let _method = request_line.next()?;
     let uri = String::from(request_line.next()?);
-    let path = String::from(uri.split('?').next().unwrap_or_default());
-    let (mut origin, mut forwarded, mut x_forwarded) = (None, Vec::new(), Vec::new());
-    for line in lines {
-        let Some((name, value)) = line.split_once(':') else { continue };
-        let (name, value) = (name.trim(), value.trim());
-        if name.eq_ignore_ascii_case("origin") {
-            origin.get_or_insert_with(|| String::from(value));
-        } else if name.eq_ignore_ascii_case("forwarded") {
-            forwarded.extend(super::proxy::forwarded_for(value).map(String::from));
-        } else if name.eq_ignore_ascii_case("x-forwarded-for") {
-            x_forwarded.extend(value.split(',').map(|h| String::from(h.trim())));
-        }
-    }
-    let hops = if forwarded.is_empty() { x_forwarded } else { forwarded };
-    Some(RequestHead { uri, path, origin, hops })
+    Some(RequestHead::new(uri, lines.filter_map(|line| line.split_once(':'))))
 }
 
 async fn respond<S: AsyncWrite + Unpin>(stream: &mut S, status: &str, body: &str) {
@@ -142,13 +148,44 @@ where
         respond(&mut stream, "400 Bad Request", "Bad Request").await;
         return Err(());
     };
+    match decide(server, &req, remote).await {
+        Ok(remote) => Ok((Replay { head, pos: 0, inner: stream }, req.uri, remote)),
+        Err(refusal) => {
+            super::trace::upgrade_refused(refusal.status, &req.uri, remote);
+            respond(&mut stream, &alloc::format!("{} {}", refusal.status, refusal.reason), &refusal.body)
+                .await;
+            Err(())
+        }
+    }
+}
+
+/// Why an upgrade request was refused: the HTTP status line and body to answer with.
+pub(crate) struct Refusal {
+    pub(crate) status: u16,
+    pub(crate) reason: &'static str,
+    pub(crate) body: String,
+}
+
+impl Refusal {
+    pub(crate) fn new(status: u16, reason: &'static str, body: impl Into<String>) -> Self {
+        Self { status, reason, body: body.into() }
+    }
+}
+
+/// The checks every upgrade request passes, however it arrived (our accept loop or a mounting
+/// HTTP server): the path, the handshake middleware, then the origin (SocketCluster's order).
+/// `Ok` carries the client's address (the TCP peer's, or the forwarded one when the peer is a
+/// trusted proxy).
+pub(crate) async fn decide(
+    server: &ServerShared,
+    req: &RequestHead,
+    remote: Option<SocketAddr>,
+) -> Result<Option<SocketAddr>, Refusal> {
     if req.path != server.options.path {
-        respond(&mut stream, "400 Bad Request", "Bad Request").await;
-        return Err(());
+        return Err(Refusal::new(400, "Bad Request", "Bad Request"));
     }
     let hops: Vec<&str> = req.hops.iter().map(String::as_str).collect();
     let remote = super::proxy::client_address(remote, &hops, &server.options.trusted_proxies);
-    // SocketCluster runs the handshake middleware first, then the origin check.
     let middleware = server.middleware.lock().clone();
     if let Some(mw) = &middleware.handshake {
         let action = HandshakeAction::Ws {
@@ -165,8 +202,7 @@ where
                     socket: None,
                 },
             );
-            respond(&mut stream, "401 Unauthorized", e.message()).await;
-            return Err(());
+            return Err(Refusal::new(401, "Unauthorized", e.message()));
         }
     }
     if let Some(allowed) = &server.options.origins
@@ -183,10 +219,9 @@ where
                 socket: None,
             },
         );
-        respond(&mut stream, "403 Forbidden", &message).await;
-        return Err(());
+        return Err(Refusal::new(403, "Forbidden", message));
     }
-    Ok((Replay { head, pos: 0, inner: stream }, req.uri, remote))
+    Ok(remote)
 }
 
 #[cfg(test)]

@@ -192,6 +192,12 @@ pub(crate) struct Harness {
 impl Harness {
     pub(crate) async fn start(rt: Rt, options: ServerOptions) -> Self {
         let (server, addr) = rt.listen(options).await;
+        Self::attach(rt, server, addr)
+    }
+
+    /// The harness around `server`, which serves on `addr` however it does (mounted in another
+    /// HTTP server, say).
+    pub(crate) fn attach(rt: Rt, server: Server, addr: SocketAddr) -> Self {
         let runtime = rt.runtime();
         let (conn_tx, conns) = async_channel::unbounded();
         let mut connections = server.listener("connection");
@@ -496,24 +502,60 @@ pub(crate) struct HttpResponse {
 }
 
 /// Sends a WebSocket upgrade request for `path` (with `Origin: origin` if given) over plain
-/// TCP and reads the answer to its end: for requests the server refuses before the upgrade.
+/// TCP and reads the answer: for requests the server refuses before the upgrade.
 pub(crate) async fn http_upgrade(addr: SocketAddr, path: &str, origin: Option<&str>) -> HttpResponse {
-    within(LIMIT, "the refused upgrade request", async {
-        let mut tcp = smol::net::TcpStream::connect(addr).await.unwrap();
-        let origin = origin.map(|o| format!("Origin: {o}\r\n")).unwrap_or_default();
-        let request = format!(
+    let origin = origin.map(|o| format!("Origin: {o}\r\n")).unwrap_or_default();
+    http(
+        addr,
+        &format!(
             "GET {path} HTTP/1.1\r\nHost: {addr}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
              Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n{origin}\r\n"
-        );
+        ),
+    )
+    .await
+}
+
+/// Sends `request` (a whole HTTP/1.1 request) over plain TCP and reads the response: its body
+/// by `Content-Length`, or to the end of the connection without one.
+pub(crate) async fn http(addr: SocketAddr, request: &str) -> HttpResponse {
+    within(LIMIT, "the HTTP request", async {
+        let mut tcp = smol::net::TcpStream::connect(addr).await.unwrap();
         tcp.write_all(request.as_bytes()).await.unwrap();
         tcp.flush().await.unwrap();
         let mut bytes = Vec::new();
-        tcp.read_to_end(&mut bytes).await.unwrap();
-        let text = String::from_utf8(bytes).unwrap();
-        let (head, body) =
-            text.split_once("\r\n\r\n").unwrap_or_else(|| panic!("not an HTTP response: {text:?}"));
+        let mut chunk = [0u8; 4096];
+        let end = loop {
+            if let Some(i) = bytes.windows(4).position(|w| w == b"\r\n\r\n") {
+                break i;
+            }
+            let n = tcp.read(&mut chunk).await.unwrap();
+            assert!(
+                n > 0,
+                "the connection ended in the response head: {:?}",
+                String::from_utf8_lossy(&bytes)
+            );
+            bytes.extend_from_slice(&chunk[..n]);
+        };
+        let head = String::from_utf8(bytes[..end].to_vec()).unwrap();
+        let length = head.lines().find_map(|l| {
+            let (name, value) = l.split_once(':')?;
+            name.trim().eq_ignore_ascii_case("content-length").then(|| value.trim().parse::<usize>().ok())?
+        });
+        let mut body = bytes[end + 4..].to_vec();
+        match length {
+            Some(n) => {
+                while body.len() < n {
+                    let k = tcp.read(&mut chunk).await.unwrap();
+                    assert!(k > 0, "the connection ended in the body");
+                    body.extend_from_slice(&chunk[..k]);
+                }
+            }
+            None => {
+                tcp.read_to_end(&mut body).await.unwrap();
+            }
+        }
         let status = head.split(' ').nth(1).and_then(|s| s.parse().ok()).unwrap_or_else(|| panic!("{head}"));
-        HttpResponse { status, head: head.to_string(), body: body.to_string() }
+        HttpResponse { status, head, body: String::from_utf8(body).unwrap() }
     })
     .await
 }

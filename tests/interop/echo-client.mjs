@@ -1,9 +1,10 @@
-// The official socketcluster-client over wss://: connects to URL trusting the CA in CA_FILE (or,
-// with --reject-expected, expects the connection to be refused because the CA is not trusted),
-// invokes `echo`, subscribes and publishes, then prints one JSON line and exits 0; on a failure it
-// prints {"fail": reason} and exits 1. Every step is bounded by a timeout.
+// The official socketcluster-client against our server: connects to URL (ws:// or wss://, then
+// trusting the CA in CA_FILE; `-` for none), invokes `echo`, subscribes and publishes, then
+// prints one JSON line and exits 0; on a failure it prints {"fail": reason} and exits 1. With
+// --reject-expected it expects a wss:// connection to be refused because the CA is not trusted.
+// Every step is bounded by a timeout.
 //
-//   node tests/interop/tls-client.mjs URL CA_FILE [--reject-expected]
+//   node tests/interop/echo-client.mjs URL CA_FILE [--reject-expected]
 import { readFileSync } from 'node:fs';
 import socketClusterClient from 'socketcluster-client';
 
@@ -22,7 +23,7 @@ const socket = socketClusterClient.create({
   secure: u.protocol === 'wss:',
   autoReconnect: false,
   // Without `ca`, Node trusts its own roots only, which do not include the test CA.
-  wsOptions: mode === '--reject-expected' ? {} : { ca: readFileSync(caFile) },
+  wsOptions: mode === '--reject-expected' || caFile === '-' ? {} : { ca: readFileSync(caFile) },
 });
 
 if (mode === '--reject-expected') {
@@ -38,18 +39,18 @@ if (mode === '--reject-expected') {
   })();
 } else {
   (async () => {
-    for await (const { error } of socket.listener('error')) process.stderr.write(`tls-client: ${error}\n`);
+    for await (const { error } of socket.listener('error')) process.stderr.write(`echo-client: ${error}\n`);
   })();
   (async () => {
     try {
       await socket.listener('connect').once();
-      const echoed = await socket.invoke('echo', { over: 'tls' });
-      if (JSON.stringify(echoed) !== '{"over":"tls"}') fail(`echo gave ${JSON.stringify(echoed)}`);
-      const channel = socket.subscribe('tls-js');
+      const echoed = await socket.invoke('echo', { over: u.protocol });
+      if (JSON.stringify(echoed) !== JSON.stringify({ over: u.protocol })) fail(`echo gave ${JSON.stringify(echoed)}`);
+      const channel = socket.subscribe('echo-js');
       await channel.listener('subscribe').once();
       // The consumer buffers from its creation: made before the publish, it cannot miss it.
       const messages = channel.createConsumer();
-      await socket.invokePublish('tls-js', 'hi');
+      await socket.invokePublish('echo-js', 'hi');
       const { value } = await messages.next();
       if (value !== 'hi') fail(`channel gave ${JSON.stringify(value)}`);
       process.stdout.write(JSON.stringify({ ok: true, id: socket.id }) + '\n');
