@@ -109,6 +109,8 @@ mod floor;
 mod load;
 #[path = "ws_fanout/measure.rs"]
 mod measure;
+#[path = "../tests/support/pki.rs"]
+mod pki;
 #[path = "ws_fanout/procs.rs"]
 mod procs;
 #[path = "ws_fanout/soak.rs"]
@@ -138,6 +140,8 @@ struct Case {
     idle: bool,
     /// Sample the server's RSS every second of the delivery phase (`--soak`).
     trace: bool,
+    /// Over `wss://` (the servers with a certificate made for the run; not `floor`).
+    tls: bool,
 }
 
 /// Rate cases' warm-up: 1 s, and at least 20 messages per connection. Every new TCP connection
@@ -170,6 +174,7 @@ fn rate(
         mode: Mode::Rate { per_sec },
         idle: false,
         trace: false,
+        tls: false,
     }
 }
 
@@ -185,6 +190,7 @@ fn cases(quick: bool) -> Vec<Case> {
         mode: Mode::Max { window },
         idle: false,
         trace: false,
+        tls: false,
     };
     let idle = |n: usize| Case {
         name: format!("idle{n}"),
@@ -196,7 +202,9 @@ fn cases(quick: bool) -> Vec<Case> {
         mode: Mode::Max { window },
         idle: true,
         trace: false,
+        tls: false,
     };
+    let tls = |c: Case| Case { name: format!("{}-tls", c.name), tls: true, ..c };
     if quick {
         vec![
             max("c100-100B-max", 10, 1, 100, 50),
@@ -207,6 +215,9 @@ fn cases(quick: bool) -> Vec<Case> {
             rate("c100-100B-rate20k", 10, 1, 100, 2_000.0, 0.3, (0.05, 2)),
             rate("c1000-100B-rate20k", 50, 1, 100, 2_000.0, 0.3, (0.05, 2)),
             rate("c1000-4KiB-rate20k", 50, 1, 4096, 2_000.0, 0.3, (0.05, 2)),
+            tls(max("c1000-100B-max", 50, 1, 100, 20)),
+            tls(max("c1000-4KiB-max", 50, 1, 4096, 20)),
+            tls(rate("c1000-100B-rate20k", 50, 1, 100, 2_000.0, 0.3, (0.05, 2))),
             idle(200),
         ]
     } else {
@@ -220,6 +231,9 @@ fn cases(quick: bool) -> Vec<Case> {
             rate("c100-100B-rate20k", 100, 1, 100, 20_000.0, 3.0, WARMUP),
             rate("c1000-100B-rate20k", 1000, 1, 100, 20_000.0, 3.0, WARMUP),
             rate("c1000-4KiB-rate20k", 1000, 1, 4096, 20_000.0, 3.0, WARMUP),
+            tls(max("c1000-100B-max", 1000, 1, 100, 200)),
+            tls(max("c1000-4KiB-max", 1000, 1, 4096, 100)),
+            tls(rate("c1000-100B-rate20k", 1000, 1, 100, 20_000.0, 3.0, WARMUP)),
             idle(10_000),
         ]
     }
@@ -341,29 +355,35 @@ fn usage(msg: &str) -> ! {
 
 struct Env {
     ours: PathBuf,
+    /// The run's certificate (for `-tls` cases).
+    pki: pki::Pki,
     node_script: Option<PathBuf>,
     pin: bool,
     quick: bool,
 }
 
-fn start_server(env: &Env, server: &str) -> Result<Server, String> {
+fn start_server(env: &Env, server: &str, tls: bool) -> Result<Server, String> {
     let pin = env.pin.then_some(1);
+    let (cert, key) =
+        (env.pki.cert.to_str().ok_or("non-UTF-8 path")?, env.pki.key.to_str().ok_or("non-UTF-8 path")?);
+    let tls_args: &[&str] = if tls { &["--tls-cert", cert, "--tls-key", key] } else { &[] };
     match server {
         "node" => {
             let script = env.node_script.as_ref().ok_or("node is not available")?;
             let s = script.to_str().ok_or("non-UTF-8 path")?;
-            Server::start(Path::new("node"), &[s, "--port", "0"], pin)
+            Server::start(Path::new("node"), &[&[s, "--port", "0"], tls_args].concat(), pin)
         }
         "floor" => {
             let me = std::env::current_exe().map_err(|e| format!("current_exe: {e}"))?;
             Server::start(&me, &["--floor-server"], pin)
         }
-        rt => Server::start(&env.ours, &["--port", "0", "--runtime", rt], pin),
+        rt => Server::start(&env.ours, &[&["--port", "0", "--runtime", rt], tls_args].concat(), pin),
     }
 }
 
 fn run_case(rt: &tokio::runtime::Runtime, env: &Env, case: &Case, server_name: &str) -> RunResult {
-    let server = match start_server(env, server_name) {
+    CLIENT_TLS.with(|t| *t.borrow_mut() = case.tls.then(|| env.pki.client_config()));
+    let server = match start_server(env, server_name, case.tls) {
         Ok(s) => s,
         Err(e) => return RunResult { error: Some(e), ..Default::default() },
     };
@@ -631,7 +651,7 @@ fn build_ours(build: bool) -> PathBuf {
         let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
         let manifest = Path::new(env!("CARGO_MANIFEST_DIR")).join("Cargo.toml");
         eprintln!(
-            "ws_fanout: building our server (cargo build --release --example interop_server --features tokio)"
+            "ws_fanout: building our server (cargo build --release --example interop_server --features tokio,tls)"
         );
         let t = Instant::now();
         let status = Command::new(&cargo)
@@ -641,7 +661,7 @@ fn build_ours(build: bool) -> PathBuf {
                 "--example",
                 "interop_server",
                 "--features",
-                "tokio",
+                "tokio,tls",
                 "--manifest-path",
             ])
             .arg(&manifest)
@@ -707,7 +727,7 @@ fn main() {
         }
         None => None,
     };
-    let env = Env { ours, node_script, pin, quick: cfg.quick };
+    let env = Env { ours, pki: pki::Pki::new("ws-fanout-tls"), node_script, pin, quick: cfg.quick };
     if let Some(secs) = cfg.soak {
         let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("tokio runtime");
         soak::run(&rt, &env, &servers, secs);
@@ -738,6 +758,9 @@ fn main() {
     for (ci, case) in cases.iter().enumerate() {
         for round in 0..cfg.rounds {
             for (si, server) in servers.iter().enumerate() {
+                if case.tls && server == "floor" {
+                    continue; // the floor server has no TLS
+                }
                 let t_run = Instant::now();
                 let r = run_case(&rt, &env, case, server);
                 eprintln!(
@@ -775,7 +798,7 @@ fn main() {
     let node_idx = servers.iter().position(|s| s == "node");
     for (ci, case) in cases.iter().enumerate() {
         for (si, server) in servers.iter().enumerate() {
-            let rs = &results[&(ci, si)];
+            let Some(rs) = results.get(&(ci, si)) else { continue };
             let mut line = row(case, server, rs);
             let (dr, pr, cr, rr) = match node_idx {
                 Some(ni) if ni != si => {
@@ -795,6 +818,38 @@ fn main() {
                 let _ = write!(line, " {dr} | {pr} | {cr} | {rr} |");
             }
             let _ = writeln!(out, "{line}");
+        }
+    }
+    // What TLS costs each server: its `-tls` case against the same case in plain.
+    let tls_pairs: Vec<(usize, usize)> = cases
+        .iter()
+        .enumerate()
+        .filter(|(_, c)| c.tls)
+        .filter_map(|(ti, t)| {
+            let plain = t.name.strip_suffix("-tls")?;
+            cases.iter().position(|c| c.name == plain).map(|pi| (ti, pi))
+        })
+        .collect();
+    if !tls_pairs.is_empty() {
+        let _ = writeln!(out, "\n## TLS against plain (same case, same server)\n");
+        let _ = writeln!(
+            out,
+            "| case | server | deliv/s tls/plain | p50 tls/plain | p99 tls/plain | srv CPU tls/plain |"
+        );
+        let _ = writeln!(out, "|---|---|---|---|---|---|");
+        for (ti, pi) in tls_pairs {
+            for (si, server) in servers.iter().enumerate() {
+                let (Some(t), Some(p)) = (results.get(&(ti, si)), results.get(&(pi, si))) else { continue };
+                let _ = writeln!(
+                    out,
+                    "| {} | {server} | {} | {} | {} | {} |",
+                    cases[ti].name,
+                    ratio(mean(t, RunResult::deliv_per_s), mean(p, RunResult::deliv_per_s)),
+                    ratio(mean(t, |r| r.p50_ms), mean(p, |r| r.p50_ms)),
+                    ratio(mean(t, |r| r.p99_ms), mean(p, |r| r.p99_ms)),
+                    ratio(mean(t, |r| r.srv_cpu), mean(p, |r| r.srv_cpu)),
+                );
+            }
         }
     }
     let _ = writeln!(out, "\n## Per run\n");

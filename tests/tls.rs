@@ -6,80 +6,46 @@
 
 #[path = "support/peers.rs"]
 mod peers;
+#[path = "support/pki.rs"]
+mod pki;
 #[macro_use]
 #[path = "support/client_rt.rs"]
 mod client_rt;
 
-use std::path::PathBuf;
-use std::sync::Arc;
 
 use serde_json::json;
 use socketcluster::client::{Client, ClientEvent, ClientOptions};
 use socketcluster::tls::ClientTls;
-use socketcluster::tls::rustls::{self, RootCertStore};
 
 use client_rt::Rt;
 use peers::Peer;
+use pki::Pki;
 
-/// A CA and a leaf certificate for `localhost` signed by it, as PEM files in a fresh folder.
-struct TestPki {
-    dir: PathBuf,
-    ca_der: rustls::pki_types::CertificateDer<'static>,
-}
+/// The test CA and certificate, with what the tests do with them.
+struct TestPki(Pki);
 
 impl TestPki {
     fn new() -> TestPki {
-        use rcgen::{BasicConstraints, CertificateParams, CertifiedIssuer, DnType, IsCa, KeyPair};
-        let mut ca = CertificateParams::new(Vec::<String>::new()).expect("CA params");
-        ca.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-        ca.distinguished_name.push(DnType::CommonName, "socketcluster test CA");
-        let ca = CertifiedIssuer::self_signed(ca, KeyPair::generate().expect("CA key")).expect("CA");
-        let leaf_key = KeyPair::generate().expect("leaf key");
-        let leaf = CertificateParams::new(vec!["localhost".to_string()])
-            .expect("leaf params")
-            .signed_by(&leaf_key, &ca)
-            .expect("leaf");
-        let dir = std::env::temp_dir().join(format!("sc-tls-{}-{}", std::process::id(), fastrand_suffix()));
-        std::fs::create_dir_all(&dir).expect("temp dir");
-        std::fs::write(dir.join("cert.pem"), leaf.pem()).expect("write cert");
-        std::fs::write(dir.join("key.pem"), leaf_key.serialize_pem()).expect("write key");
-        std::fs::write(dir.join("ca.pem"), ca.pem()).expect("write CA");
-        TestPki { dir, ca_der: ca.der().clone() }
+        TestPki(Pki::new("sc-tls"))
     }
 
     /// `interop_server` on `runtime` serving `wss://` with the leaf certificate.
     fn server(&self, runtime: &str) -> Peer {
-        let cert = self.dir.join("cert.pem");
-        let key = self.dir.join("key.pem");
         Peer::rust_server(
             runtime,
-            &["--tls-cert", cert.to_str().expect("utf-8"), "--tls-key", key.to_str().expect("utf-8")],
+            &[
+                "--tls-cert",
+                self.0.cert.to_str().expect("utf-8"),
+                "--tls-key",
+                self.0.key.to_str().expect("utf-8"),
+            ],
         )
     }
 
     /// A client configuration trusting the test CA only.
     fn trusting(&self) -> ClientTls {
-        let mut roots = RootCertStore::empty();
-        roots.add(self.ca_der.clone()).expect("the CA parses");
-        let config =
-            rustls::ClientConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
-                .with_safe_default_protocol_versions()
-                .expect("protocol versions")
-                .with_root_certificates(roots)
-                .with_no_client_auth();
-        ClientTls::Custom(Arc::new(config))
+        ClientTls::Custom(self.0.client_config())
     }
-}
-
-impl Drop for TestPki {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.dir);
-    }
-}
-
-fn fastrand_suffix() -> u64 {
-    use std::hash::{BuildHasher, RandomState};
-    RandomState::new().hash_one(std::time::Instant::now())
 }
 
 impl Rt {
@@ -205,7 +171,7 @@ fn js_client_against_our_tls_server(runtime: &str) {
     let pki = TestPki::new();
     let server = pki.server(runtime);
     let url = format!("wss://localhost:{}/socketcluster/", server.port());
-    let ca = pki.dir.join("ca.pem");
+    let ca = pki.0.ca.clone();
     let script = peers::interop_dir().join("echo-client.mjs");
     let run = |extra: &[&str]| {
         let out = std::process::Command::new("timeout")
@@ -245,8 +211,8 @@ fn official_js_client_over_tls_on_tokio() {
 /// Our client against the official socketcluster-server behind Node's `https` server.
 async fn our_client_against_the_official_server_over_tls(rt: Rt) {
     let pki = TestPki::new();
-    let cert = pki.dir.join("cert.pem");
-    let key = pki.dir.join("key.pem");
+    let cert = pki.0.cert.clone();
+    let key = pki.0.key.clone();
     let server = Peer::js_server(&[
         "--tls-cert",
         cert.to_str().expect("utf-8"),

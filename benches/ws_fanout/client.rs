@@ -127,8 +127,46 @@ pub(crate) fn parse_delivery(frame: &[u8]) -> Option<(&[u8], u64, u64)> {
 
 pub(crate) type Res<T> = Result<T, String>;
 
+thread_local! {
+    /// The TLS configuration of the current run's connections (`None`: plain `ws://`).
+    pub(crate) static CLIENT_TLS: RefCell<Option<Arc<rustls::ClientConfig>>> = const { RefCell::new(None) };
+}
+
+/// A connection's TLS state: rustls used sans-IO, so reads keep `recvmsg` and its kernel
+/// timestamps (of the ciphertext's arrival), and writes stay non-blocking.
+pub(crate) struct Tls {
+    conn: rustls::ClientConnection,
+    /// Ciphertext as read from the socket.
+    raw: Vec<u8>,
+}
+
+/// `io::Write` on a non-blocking socket, for rustls's `write_tls`.
+struct TryWriter<'a>(&'a TcpStream);
+
+impl std::io::Write for TryWriter<'_> {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.try_write(buf)
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+/// Writes TLS records until rustls has none or the socket would block.
+fn flush_tls(stream: &TcpStream, tls: &mut Tls) -> std::io::Result<()> {
+    while tls.conn.wants_write() {
+        match tls.conn.write_tls(&mut TryWriter(stream)) {
+            Ok(_) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => return Ok(()),
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(())
+}
+
 pub(crate) struct Ws {
     pub(crate) stream: TcpStream,
+    pub(crate) tls: Option<Box<Tls>>,
     pub(crate) buf: Vec<u8>,
     pub(crate) start: usize,
     pub(crate) end: usize,
@@ -153,11 +191,21 @@ impl Ws {
         stream.set_nodelay(true).map_err(|e| format!("nodelay: {e}"))?;
         nix::sys::socket::setsockopt(&stream, nix::sys::socket::sockopt::ReceiveTimestampns, &true)
             .map_err(|e| format!("SO_TIMESTAMPNS: {e}"))?;
-        let mut ws = Ws { stream, buf: vec![0; 2048], start: 0, end: 0, need: 0, arrived_ns: 0, read_ns: 0 };
+        let tls = match CLIENT_TLS.with(|t| t.borrow().clone()) {
+            Some(config) => {
+                let name = rustls::pki_types::ServerName::try_from("localhost").map_err(|e| e.to_string())?;
+                let conn = rustls::ClientConnection::new(config, name).map_err(|e| format!("TLS: {e}"))?;
+                Some(Box::new(Tls { conn, raw: vec![0; 32 * 1024] }))
+            }
+            None => None,
+        };
+        let mut ws =
+            Ws { stream, tls, buf: vec![0; 2048], start: 0, end: 0, need: 0, arrived_ns: 0, read_ns: 0 };
         let req = format!(
             "GET /socketcluster/ HTTP/1.1\r\nHost: {addr}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
              Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"
         );
+        // With TLS, rustls holds this until its handshake is done.
         ws.write_all(req.as_bytes()).await?;
         loop {
             if let Some(i) = find(&ws.buf[..ws.end], b"\r\n\r\n") {
@@ -172,17 +220,50 @@ impl Ws {
         }
     }
 
-    pub(crate) async fn write_all(&self, mut data: &[u8]) -> Res<()> {
-        while !data.is_empty() {
-            match self.stream.try_write(data) {
+    /// Writes what the socket takes now, without waiting: the bytes of `data` accepted (with
+    /// TLS, taken into rustls, which may hold ciphertext back: see [`unsent`](Self::unsent)).
+    pub(crate) fn try_send(&mut self, data: &[u8]) -> std::io::Result<usize> {
+        let Some(tls) = self.tls.as_mut() else {
+            return if data.is_empty() { Ok(0) } else { self.stream.try_write(data) };
+        };
+        flush_tls(&self.stream, tls)?;
+        if tls.conn.wants_write() {
+            return Err(std::io::ErrorKind::WouldBlock.into());
+        }
+        let n = std::io::Write::write(&mut tls.conn.writer(), data)?;
+        flush_tls(&self.stream, tls)?;
+        Ok(n)
+    }
+
+    /// Whether TLS records wait for the socket to take them.
+    pub(crate) fn unsent(&self) -> bool {
+        self.tls.as_ref().is_some_and(|t| t.conn.wants_write())
+    }
+
+    /// Sends what TLS holds back, as far as the socket takes it now.
+    pub(crate) fn flush(&mut self) -> Res<()> {
+        match self.tls.as_mut() {
+            Some(tls) => flush_tls(&self.stream, tls).map_err(|e| format!("write: {e}")),
+            None => Ok(()),
+        }
+    }
+
+    pub(crate) async fn write_all(&mut self, mut data: &[u8]) -> Res<()> {
+        loop {
+            let sent = match self.tls.as_mut() {
+                Some(tls) if data.is_empty() => flush_tls(&self.stream, tls).map(|()| 0),
+                _ => self.try_send(data),
+            };
+            match sent {
                 Ok(n) => data = &data[n..],
-                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
-                    self.stream.writable().await.map_err(|e| format!("write: {e}"))?;
-                }
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
                 Err(e) => return Err(format!("write: {e}")),
             }
+            if data.is_empty() && !self.unsent() {
+                return Ok(());
+            }
+            self.stream.writable().await.map_err(|e| format!("write: {e}"))?;
         }
-        Ok(())
     }
 
     /// The next complete frame in the buffer.
@@ -223,35 +304,87 @@ impl Ws {
     /// gives none). The arrival time is what the latency columns use: it does not include this
     /// generator's own queueing, which would otherwise penalize the server that delivers faster.
     pub(crate) async fn fill(&mut self) -> Res<()> {
+        loop {
+            if self.unsent() {
+                tokio::select! {
+                    r = self.stream.readable() => r.map_err(|e| format!("read: {e}"))?,
+                    r = self.stream.writable() => {
+                        r.map_err(|e| format!("write: {e}"))?;
+                        self.flush()?;
+                        continue;
+                    }
+                }
+            } else {
+                self.stream.readable().await.map_err(|e| format!("read: {e}"))?;
+            }
+            if self.try_fill()? {
+                return Ok(());
+            }
+        }
+    }
+
+    /// One read without waiting; whether it got bytes (with TLS: ciphertext, which may or may
+    /// not have completed a record).
+    pub(crate) fn try_fill(&mut self) -> Res<bool> {
         use nix::sys::socket::{ControlMessageOwned, MsgFlags, recvmsg};
         use std::os::fd::AsRawFd;
         self.compact();
         let fd = self.stream.as_raw_fd();
         let mut cmsg = nix::cmsg_space!(nix::sys::time::TimeSpec);
-        loop {
-            self.stream.readable().await.map_err(|e| format!("read: {e}"))?;
-            let buf = &mut self.buf[self.end..];
-            let got = self.stream.try_io(tokio::io::Interest::READABLE, || {
-                let mut iov = [std::io::IoSliceMut::new(buf)];
-                let msg = recvmsg::<()>(fd, &mut iov, Some(&mut cmsg), MsgFlags::empty())?;
-                let stamp = msg.cmsgs()?.find_map(|c| match c {
-                    ControlMessageOwned::ScmTimestampns(ts) => Some(from_realtime(&ts)),
-                    _ => None,
-                });
-                Ok((msg.bytes, stamp))
+        let buf = match self.tls.as_mut() {
+            Some(tls) => &mut tls.raw[..],
+            None => &mut self.buf[self.end..],
+        };
+        let got = self.stream.try_io(tokio::io::Interest::READABLE, || {
+            let mut iov = [std::io::IoSliceMut::new(buf)];
+            let msg = recvmsg::<()>(fd, &mut iov, Some(&mut cmsg), MsgFlags::empty())?;
+            let stamp = msg.cmsgs()?.find_map(|c| match c {
+                ControlMessageOwned::ScmTimestampns(ts) => Some(from_realtime(&ts)),
+                _ => None,
             });
-            match got {
-                Ok((0, _)) => return Err("connection closed by the server".into()),
-                Ok((n, stamp)) => {
-                    self.end += n;
-                    self.read_ns = now_ns();
-                    self.arrived_ns = stamp.map_or(self.read_ns, |t| t.min(self.read_ns));
-                    return Ok(());
+            Ok((msg.bytes, stamp))
+        });
+        match got {
+            Ok((0, _)) => Err("connection closed by the server".into()),
+            Ok((n, stamp)) => {
+                self.read_ns = now_ns();
+                self.arrived_ns = stamp.map_or(self.read_ns, |t| t.min(self.read_ns));
+                match self.tls.take() {
+                    Some(mut tls) => {
+                        let r = self.decrypt(&mut tls, n);
+                        self.tls = Some(tls);
+                        r?;
+                    }
+                    None => self.end += n,
                 }
-                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => continue,
-                Err(e) => return Err(format!("read: {e}")),
+                Ok(true)
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => Ok(false),
+            Err(e) => Err(format!("read: {e}")),
+        }
+    }
+
+    /// Feeds `n` bytes of ciphertext to rustls and appends the plaintext to `buf`.
+    fn decrypt(&mut self, tls: &mut Tls, n: usize) -> Res<()> {
+        let mut off = 0;
+        while off < n {
+            off += tls.conn.read_tls(&mut &tls.raw[off..n]).map_err(|e| format!("TLS read: {e}"))?;
+            tls.conn.process_new_packets().map_err(|e| format!("TLS: {e}"))?;
+            loop {
+                if self.end == self.buf.len() {
+                    let len = self.buf.len() * 2;
+                    self.buf.resize(len, 0);
+                }
+                match std::io::Read::read(&mut tls.conn.reader(), &mut self.buf[self.end..]) {
+                    Ok(0) => return Err("TLS closed by the server".into()),
+                    Ok(k) => self.end += k,
+                    Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => break,
+                    Err(e) => return Err(format!("TLS read: {e}")),
+                }
             }
         }
+        // Handshake messages and the plaintext rustls held until the handshake was done.
+        flush_tls(&self.stream, tls).map_err(|e| format!("write: {e}"))
     }
 
     /// Moves unread bytes to the front; grows the buffer when it is full or a frame needs more.
@@ -273,7 +406,7 @@ impl Ws {
     }
 
     /// Handles a control frame or `""` ping; returns true when it did.
-    pub(crate) async fn control(&self, f: &Frame) -> Res<bool> {
+    pub(crate) async fn control(&mut self, f: &Frame) -> Res<bool> {
         match f.op {
             1 if f.a == f.b => self.write_all(&PONG).await.map(|_| true),
             1 => Ok(false),

@@ -243,8 +243,9 @@ pub(crate) async fn publisher_inner(
             }
         }
         // Write without waiting.
+        ws.flush()?;
         while woff < wbuf.len() {
-            match ws.stream.try_write(&wbuf[woff..]) {
+            match ws.try_send(&wbuf[woff..]) {
                 Ok(n) => woff += n,
                 Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => break,
                 Err(e) => return Err(format!("write: {e}")),
@@ -254,7 +255,7 @@ pub(crate) async fn publisher_inner(
             wbuf.clear();
             woff = 0;
         }
-        let pending = woff < wbuf.len();
+        let pending = woff < wbuf.len() || ws.unsent();
         ws.compact();
         let next_due = match mode {
             Mode::Rate { per_sec } if sent < publishes => {
@@ -265,12 +266,7 @@ pub(crate) async fn publisher_inner(
         tokio::select! {
             r = ws.stream.readable() => {
                 r.map_err(|e| format!("read: {e}"))?;
-                match ws.stream.try_read(&mut ws.buf[ws.end..]) {
-                    Ok(0) => return Err("connection closed by the server".into()),
-                    Ok(n) => ws.end += n,
-                    Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
-                    Err(e) => return Err(format!("read: {e}")),
-                }
+                ws.try_fill()?;
                 while let Some(f) = ws.next_frame()? {
                     match f.op {
                         1 if f.a == f.b => wbuf.extend_from_slice(&PONG),

@@ -103,7 +103,7 @@ pub(super) fn write(
     cx: &mut Context<'_>,
     scratch: &mut Vec<u8>,
 ) -> Poll<Result<bool, ()>> {
-    let State { queue, conn, offset, closing, waiters, .. } = st;
+    let State { queue, conn, offset, closing, waiters, unflushed, .. } = st;
     let Some(super::Backend::Raw(w)) = conn.as_mut() else { return Poll::Ready(Err(())) };
     let mut budget = super::FRAMES_PER_VISIT;
     loop {
@@ -128,6 +128,15 @@ pub(super) fn write(
         }
         waiters.clear(); // dropping the senders signals
         if queue.is_empty() {
+            // A stream that buffers (TLS: a write takes the plaintext even when the socket cannot
+            // take the records yet) must be flushed, or the last bytes wait for the next write.
+            if *unflushed {
+                match w.as_mut().poll_flush(cx) {
+                    Poll::Pending => return Poll::Pending,
+                    Poll::Ready(Err(_)) => return Poll::Ready(Err(())),
+                    Poll::Ready(Ok(())) => *unflushed = false,
+                }
+            }
             // After our close frame, writing is over.
             return Poll::Ready(if *closing { Err(()) } else { Ok(false) });
         }
@@ -158,6 +167,7 @@ pub(super) fn write(
             Poll::Ready(Ok(0) | Err(_)) => return Poll::Ready(Err(())),
             Poll::Ready(Ok(k)) => k,
         };
+        *unflushed = true;
         // Pop what was written in full; remember how far into the next item the write got.
         let mut left = *offset + written;
         *offset = 0;

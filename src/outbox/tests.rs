@@ -339,6 +339,10 @@ struct PipeState {
     room: Option<usize>,
     gate: Gate,
     writes: usize,
+    /// Like TLS: a write takes everything into `buffered`; only a flush (pending while full)
+    /// moves it to `bytes`.
+    buffering: bool,
+    buffered: Vec<u8>,
 }
 
 #[derive(Clone, Default)]
@@ -403,6 +407,11 @@ impl Pipe {
 impl futures::io::AsyncWrite for Pipe {
     fn poll_write(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<std::io::Result<usize>> {
         let mut st = self.state();
+        if st.buffering {
+            st.buffered.extend_from_slice(buf);
+            st.writes += 1;
+            return Poll::Ready(Ok(buf.len()));
+        }
         let no_room = st.room == Some(0);
         if st.gate.blocks(cx, no_room) {
             return Poll::Pending;
@@ -417,13 +426,42 @@ impl futures::io::AsyncWrite for Pipe {
         Poll::Ready(Ok(n))
     }
 
-    fn poll_flush(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        let mut st = self.state();
+        if st.buffering {
+            if st.gate.blocks(cx, false) {
+                return Poll::Pending;
+            }
+            let b = core::mem::take(&mut st.buffered);
+            st.bytes.extend_from_slice(&b);
+        }
         Poll::Ready(Ok(()))
     }
 
     fn poll_close(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<std::io::Result<()>> {
         Poll::Ready(Ok(()))
     }
+}
+
+#[test]
+fn raw_a_buffering_stream_is_flushed_when_the_queue_is_empty_and_again_on_its_wake() {
+    let (w, mut task) = writer();
+    let pipe = Pipe::default();
+    pipe.state().buffering = true;
+    let (out, _done) = Outbox::new(&w, pipe.conn(), None, None);
+    out.text(String::from("a"));
+    run(&mut task);
+    assert_eq!(pipe.texts(), vec![String::from("a")], "flushed once the queue was empty");
+    // The socket is full: the writes are taken, the flush waits, and its wake finishes it.
+    pipe.set_full(true);
+    out.text(String::from("b"));
+    out.text(String::from("c"));
+    run(&mut task);
+    assert_eq!(pipe.texts(), vec![String::from("a")]);
+    assert!(!pipe.state().buffered.is_empty(), "the stream holds the frames");
+    pipe.set_full(false);
+    run(&mut task);
+    assert_eq!(pipe.texts(), vec![String::from("a"), String::from("b"), String::from("c")]);
 }
 
 /// What the WebSocket library would write through the tap.
