@@ -12,7 +12,6 @@ mod pki;
 #[path = "support/client_rt.rs"]
 mod client_rt;
 
-
 use serde_json::json;
 use socketcluster::client::{Client, ClientEvent, ClientOptions};
 use socketcluster::tls::ClientTls;

@@ -30,7 +30,7 @@ use alloc::sync::{Arc, Weak};
 use alloc::task::Wake;
 use alloc::vec::Vec;
 use core::pin::Pin;
-use core::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use core::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use core::task::{Context, Poll, Waker};
 
 use async_tungstenite::tungstenite::Utf8Bytes;
@@ -142,6 +142,33 @@ impl Wake for SocketWaker {
 /// A task that writes the queued frames of many sockets.
 pub(crate) struct Writer {
     list: Mutex<List>,
+    /// What this writer's sockets sent and queued (`Server::stats` sums the writers).
+    pub(crate) counters: WriterCounters,
+}
+
+/// Counters of one writer: each is written by one task mostly (no cache line shared per
+/// delivery between cores); the high-water mark is written only when it rises.
+#[derive(Default, Debug)]
+pub(crate) struct WriterCounters {
+    /// Text frames written in full.
+    pub(crate) frames: Padded<AtomicU64>,
+    /// Bytes written (frame headers included; payload bytes on the sink backend).
+    pub(crate) bytes: AtomicU64,
+    /// The largest backlog a socket of this writer had. On a cache line of its own: queueing
+    /// (on other cores) reads it per frame, and must not share the line the writer task writes.
+    pub(crate) high_water: Padded<AtomicUsize>,
+}
+
+/// A value on a cache line of its own.
+#[derive(Default, Debug)]
+#[repr(align(128))]
+pub(crate) struct Padded<T>(pub(crate) T);
+
+impl<T> core::ops::Deref for Padded<T> {
+    type Target = T;
+    fn deref(&self) -> &T {
+        &self.0
+    }
 }
 
 #[derive(Default)]
@@ -160,7 +187,8 @@ impl core::fmt::Debug for Writer {
 impl Writer {
     /// A writer whose task runs on `runtime` until the writer and every outbox using it are gone.
     pub(crate) fn spawn(runtime: &dyn Runtime) -> Arc<Self> {
-        let writer = Arc::new(Self { list: Mutex::new(List::default()) });
+        let writer =
+            Arc::new(Self { list: Mutex::new(List::default()), counters: WriterCounters::default() });
         runtime.spawn(Box::pin(run(Arc::downgrade(&writer))));
         writer
     }
@@ -251,7 +279,7 @@ impl Shared {
     fn write(&self, st: &mut State, cx: &mut Context<'_>, scratch: &mut Vec<u8>) -> Poll<Result<bool, ()>> {
         match st.conn {
             Some(Backend::Sink(_)) => self.write_sink(st, cx),
-            Some(Backend::Raw(_)) => raw::write(&self.backlog, st, cx, scratch),
+            Some(Backend::Raw(_)) => raw::write(&self.backlog, &self.writer.counters, st, cx, scratch),
             None => Poll::Ready(Err(())),
         }
     }
@@ -287,6 +315,7 @@ impl Shared {
                 let message = match queue.pop_front() {
                     Some(Outbound::Text(t)) => {
                         *fed += 1;
+                        self.writer.counters.bytes.fetch_add(t.len() as u64, Ordering::Relaxed);
                         budget -= 1;
                         Message::Text(t)
                     }
@@ -317,7 +346,9 @@ impl Shared {
             if core::task::ready!(sink.as_mut().poll_flush(cx)).is_err() {
                 return Poll::Ready(Err(()));
             }
-            self.backlog.fetch_sub(core::mem::take(fed), Ordering::Relaxed);
+            let n = core::mem::take(fed);
+            self.backlog.fetch_sub(n, Ordering::Relaxed);
+            self.writer.counters.frames.fetch_add(n as u64, Ordering::Relaxed);
             *unflushed = false;
             waiters.clear(); // dropping the senders signals
         }
@@ -414,7 +445,11 @@ impl Outbox {
             }
             return false;
         }
-        s.backlog.fetch_add(1, Ordering::Relaxed);
+        let backlog = s.backlog.fetch_add(1, Ordering::Relaxed) + 1;
+        let hw = &s.writer.counters.high_water;
+        if backlog > hw.load(Ordering::Relaxed) {
+            hw.fetch_max(backlog, Ordering::Relaxed);
+        }
         if self.queue(Outbound::Text(frame.into())) {
             true
         } else {

@@ -99,6 +99,7 @@ fn has_close_frame(bytes: &[u8]) -> bool {
 /// One visit on the raw backend (see [`super::Shared::write`] for the result).
 pub(super) fn write(
     backlog: &AtomicUsize,
+    counters: &super::WriterCounters,
     st: &mut State,
     cx: &mut Context<'_>,
     scratch: &mut Vec<u8>,
@@ -168,6 +169,7 @@ pub(super) fn write(
             Poll::Ready(Ok(k)) => k,
         };
         *unflushed = true;
+        counters.bytes.fetch_add(written as u64, Ordering::Relaxed);
         // Pop what was written in full; remember how far into the next item the write got.
         let mut left = *offset + written;
         *offset = 0;
@@ -184,6 +186,7 @@ pub(super) fn write(
             left -= size;
             if let Some(Outbound::Text(_)) = queue.pop_front() {
                 backlog.fetch_sub(1, Ordering::Relaxed);
+                counters.frames.fetch_add(1, Ordering::Relaxed);
                 budget = budget.saturating_sub(1);
             }
         }

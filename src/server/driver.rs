@@ -173,6 +173,7 @@ async fn drive<F>(
         match step {
             Step::Frame(Some(Ok(msg))) => {
                 inner.inbound_received.fetch_add(1, Ordering::Relaxed);
+                server.stats.messages_in.fetch_add(1, Ordering::Relaxed);
                 let data = matches!(msg, Message::Text(_) | Message::Binary(_));
                 if !data || driver.inbound_raw(&msg).await {
                     if data {

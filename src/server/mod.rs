@@ -18,6 +18,7 @@ mod proxy;
 #[cfg(feature = "redis")]
 pub mod redis;
 mod socket;
+mod stats;
 mod trace;
 mod upgrade;
 
@@ -42,6 +43,7 @@ pub use middleware::{Blocked, HandshakeAction, InboundAction, Middleware, Outbou
 pub use mount::Accepted;
 pub use proxy::{BadProxy, TrustedProxy};
 pub use socket::{ServerSocket, SocketState};
+pub use stats::ServerStats;
 
 use crate::auth::JwtAuth;
 use crate::outbox::Backend;
@@ -189,12 +191,18 @@ pub(crate) struct ServerShared {
     /// The tasks that write the sockets' queued frames (one per available core; a socket uses
     /// one of them for its whole life).
     writers: Vec<Arc<crate::outbox::Writer>>,
+    pub(crate) stats: stats::Counters,
     next_writer: core::sync::atomic::AtomicUsize,
 }
 
 impl ServerShared {
     pub(crate) fn now(&self) -> Duration {
         self.epoch.elapsed()
+    }
+
+    /// The writer tasks.
+    pub(crate) fn writers(&self) -> &[Arc<crate::outbox::Writer>] {
+        &self.writers
     }
 
     /// The writer task a new socket uses (round robin).
@@ -205,6 +213,7 @@ impl ServerShared {
 
     pub(crate) fn emit(&self, name: &str, event: ServerEvent) {
         trace::server_event(&event);
+        self.stats.record(&event);
         self.listeners.write(name, event);
     }
 
@@ -323,6 +332,7 @@ impl Server {
                 closing_signal: event_signal::Signal::default(),
                 writers,
                 next_writer: core::sync::atomic::AtomicUsize::new(0),
+                stats: stats::Counters::default(),
             }),
         }
     }

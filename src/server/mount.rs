@@ -118,6 +118,7 @@ impl Server {
                 }
                 Err(refusal) => {
                     super::trace::upgrade_refused(refusal.status, &head.uri, remote_address);
+                    shared.stats.upgrades_refused.fetch_add(1, core::sync::atomic::Ordering::Relaxed);
                     Err(refusal_response(refusal))
                 }
             }

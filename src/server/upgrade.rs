@@ -152,6 +152,7 @@ where
         Ok(remote) => Ok((Replay { head, pos: 0, inner: stream }, req.uri, remote)),
         Err(refusal) => {
             super::trace::upgrade_refused(refusal.status, &req.uri, remote);
+            server.stats.upgrades_refused.fetch_add(1, core::sync::atomic::Ordering::Relaxed);
             respond(&mut stream, &alloc::format!("{} {}", refusal.status, refusal.reason), &refusal.body)
                 .await;
             Err(())
