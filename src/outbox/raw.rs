@@ -172,6 +172,7 @@ pub(super) fn write(
         counters.bytes.fetch_add(written as u64, Ordering::Relaxed);
         // Pop what was written in full; remember how far into the next item the write got.
         let mut left = *offset + written;
+        let mut popped = 0usize;
         *offset = 0;
         while let Some(item) = queue.front() {
             let size = match item {
@@ -185,11 +186,13 @@ pub(super) fn write(
             }
             left -= size;
             if let Some(Outbound::Text(_)) = queue.pop_front() {
-                backlog.fetch_sub(1, Ordering::Relaxed);
-                counters.frames.fetch_add(1, Ordering::Relaxed);
+                popped += 1;
                 budget = budget.saturating_sub(1);
             }
         }
+        // Once per write, not per frame.
+        backlog.fetch_sub(popped, Ordering::Relaxed);
+        counters.frames.fetch_add(popped as u64, Ordering::Relaxed);
         // A partial write means the connection is (nearly) full: the next round's write answers
         // Pending and registers the socket's waker, or takes more.
     }

@@ -211,6 +211,12 @@ impl ServerShared {
         &self.writers[i % self.writers.len()]
     }
 
+    /// An upgrade request answered with `status` instead of a WebSocket: logged and counted.
+    pub(crate) fn upgrade_refused(&self, status: u16, uri: &str, remote: Option<SocketAddr>) {
+        trace::upgrade_refused(status, uri, remote);
+        self.stats.upgrades_refused.fetch_add(1, Ordering::Relaxed);
+    }
+
     pub(crate) fn emit(&self, name: &str, event: ServerEvent) {
         trace::server_event(&event);
         self.stats.record(&event);

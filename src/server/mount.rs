@@ -117,8 +117,7 @@ impl Server {
                     Ok(Accepted { uri: head.uri, remote, accept_key })
                 }
                 Err(refusal) => {
-                    super::trace::upgrade_refused(refusal.status, &head.uri, remote_address);
-                    shared.stats.upgrades_refused.fetch_add(1, core::sync::atomic::Ordering::Relaxed);
+                    shared.upgrade_refused(refusal.status, &head.uri, remote_address);
                     Err(refusal_response(refusal))
                 }
             }

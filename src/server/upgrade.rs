@@ -151,8 +151,7 @@ where
     match decide(server, &req, remote).await {
         Ok(remote) => Ok((Replay { head, pos: 0, inner: stream }, req.uri, remote)),
         Err(refusal) => {
-            super::trace::upgrade_refused(refusal.status, &req.uri, remote);
-            server.stats.upgrades_refused.fetch_add(1, core::sync::atomic::Ordering::Relaxed);
+            server.upgrade_refused(refusal.status, &req.uri, remote);
             respond(&mut stream, &alloc::format!("{} {}", refusal.status, refusal.reason), &refusal.body)
                 .await;
             Err(())
