@@ -210,8 +210,11 @@ where
         .map_err(|e| failed(alloc::format!("TLS handshake with {host} failed: {e}")))
 }
 
-/// The server half of the handshake over `io`.
-pub(crate) async fn accept<S>(config: &Arc<ServerConfig>, io: S) -> io::Result<ServerTlsStream<S>>
+/// The server half of the TLS handshake over `io` (an accepted connection), for serving
+/// something besides SocketCluster on the same port: the `socketcluster` program does its HTTP
+/// on the stream this returns. (Without a timeout: bound it yourself, as
+/// [`Server::accept_tls`](crate::server::Server::accept_tls) does.)
+pub async fn accept<S>(config: &Arc<ServerConfig>, io: S) -> io::Result<ServerTlsStream<S>>
 where
     S: AsyncRead + AsyncWrite + Unpin,
 {
