@@ -11,6 +11,8 @@ const socket = create({
   port: location.port || (location.protocol === 'https:' ? 443 : 80),
   secure: location.protocol === 'https:',
   path: path.startsWith('{{') ? '/socketcluster/' : path,
+  // Back within a second or two after a restart (the client's default first wait is 10–20 s).
+  autoReconnectOptions: { initialDelay: 1000, randomness: 1000, multiplier: 1.5, maxDelay: 10000 },
 });
 
 $('name').value = params.get('name') || `guest-${Math.floor(Math.random() * 1000)}`;
