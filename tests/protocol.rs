@@ -393,8 +393,18 @@ fn transcript_client_side() {
     );
     assert_eq!(packet::encode_client_invoke::<()>("bin", None, 6).unwrap(), r#"{"event":"bin","cid":6}"#);
     c.send(r#"{"rid":2}"#).expect_event(ClientEvent::Response { rid: 2, result: Ok(None) });
-    c.send(r##"{"event":"#publish","data":{"channel":"news","data":{"a":1}}}"##)
-        .expect_event(ClientEvent::Publish { channel: "news".into(), data: Some(json!({"a":1})) });
+    c.send(r##"{"event":"#publish","data":{"channel":"news","data":{"a":1}}}"##).expect_event(
+        ClientEvent::Publish { channel: "news".into(), data: Some(json!({"a":1})), position: None },
+    );
+    // A channel with history: the position beside the data (a wrong type is no position).
+    c.send(r##"{"event":"#publish","data":{"channel":"news","data":2,"offset":7,"epoch":"e1"}}"##)
+        .expect_event(ClientEvent::Publish {
+            channel: "news".into(),
+            data: Some(json!(2)),
+            position: Some(socketcluster::protocol::position::Position { offset: 7, epoch: "e1".into() }),
+        });
+    c.send(r##"{"event":"#publish","data":{"channel":"news","data":3,"offset":"7","epoch":"e1"}}"##)
+        .expect_event(ClientEvent::Publish { channel: "news".into(), data: Some(json!(3)), position: None });
     c.send(r#"{"rid":4,"error":{"message":"boom","name":"CustomError","extra":42}}"#);
     let ClientEvent::Response { rid: 4, result: Err(e) } = c.next_event() else { panic!() };
     assert_eq!((e.name(), e.message(), e.get("extra")), ("CustomError", "boom", Some(&json!(42))));
@@ -1295,8 +1305,11 @@ fn client_ping_timeout_disabled() {
 fn client_reserved_events() {
     let mut c = open_client(ClientConfig::default());
     // #publish: valid, without data, malformed (dropped).
-    c.send(r##"{"event":"#publish","data":{"channel":"c"}}"##)
-        .expect_event(ClientEvent::Publish { channel: "c".into(), data: None });
+    c.send(r##"{"event":"#publish","data":{"channel":"c"}}"##).expect_event(ClientEvent::Publish {
+        channel: "c".into(),
+        data: None,
+        position: None,
+    });
     c.send(r##"{"event":"#publish","data":{"channel":1,"data":2}}"##).expect_quiet();
     c.send(r##"{"event":"#publish","data":"c"}"##).expect_quiet();
     // #kickOut: with and without a message, malformed.

@@ -467,9 +467,12 @@ fn handle(inner: &Arc<ClientInner>, attempt: u64, out: &Outbox, ev: ConnEvent, t
             flush_buffer(&mut st, out);
         }
         ConnEvent::Ping => {}
-        ConnEvent::Publish { channel, data } => {
-            let st = inner.state.lock();
+        ConnEvent::Publish { channel, data, position } => {
+            let mut st = inner.state.lock();
             if is_current(&st, attempt) && st.channels.contains(&channel) {
+                if let Some(p) = position {
+                    st.channels.observed(&channel, p);
+                }
                 inner.channel_data.write(&channel, data);
             }
         }
@@ -502,10 +505,27 @@ fn handle(inner: &Arc<ClientInner>, attempt: u64, out: &Outbox, ev: ConnEvent, t
             let mut st = inner.state.lock();
             if st.channels.is_subscribe_call(rid) {
                 match result {
-                    Ok(_) => {
+                    Ok(data) => {
                         let change = st.channels.acked(rid);
+                        let ack = crate::protocol::position::parse_ack(data.as_ref());
+                        if let (Some(c), Some(ack)) = (&change, &ack) {
+                            st.channels.observed(&c.channel, ack.position.clone());
+                        }
                         drop(st);
                         if let Some(c) = change {
+                            if let Some(result) = ack.and_then(|a| a.recovery) {
+                                emit_channel(
+                                    inner,
+                                    &c.channel,
+                                    "recover",
+                                    ChannelEvent::Recover(result.clone()),
+                                );
+                                emit(
+                                    inner,
+                                    "recover",
+                                    ClientEvent::Recover { channel: c.channel.clone(), result },
+                                );
+                            }
                             state_changed(inner, &c.channel, c.old, c.new);
                             emit_channel(inner, &c.channel, "subscribe", ChannelEvent::Subscribe);
                             emit(inner, "subscribe", ClientEvent::Subscribe { channel: c.channel });

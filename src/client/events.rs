@@ -99,6 +99,17 @@ pub enum ClientEvent {
         /// After.
         new: AuthState,
     },
+    /// `recover` (our extension): a channel with history was subscribed again after a
+    /// reconnect and the server replayed what was published meanwhile (`replayed` publishes,
+    /// delivered before this event and before any live one), or could not (`Err(reason)`:
+    /// the history was lost or no longer reaches back that far — refetch what you need). Emitted
+    /// just before the channel's `subscribe`.
+    Recover {
+        /// The channel.
+        channel: String,
+        /// How many publishes were replayed, or why none could be.
+        result: Result<u64, String>,
+    },
 }
 
 /// An event of [`Channel::listener`](super::Channel::listener), by listener name.
@@ -120,4 +131,6 @@ pub enum ChannelEvent {
     },
     /// `kickOut`, with the server's message.
     KickOut(Value),
+    /// `recover`: see [`ClientEvent::Recover`].
+    Recover(Result<u64, String>),
 }

@@ -602,6 +602,13 @@ impl Client {
         self.inner.state.lock().channels.subscriptions(include_pending)
     }
 
+    /// The last position seen on `channel`, when the server keeps its history (see
+    /// [`protocol::position`](crate::protocol::position)): after a reconnect the client asks the
+    /// server to replay what came after it, and emits `recover`.
+    pub fn channel_position(&self, channel: &str) -> Option<crate::protocol::position::Position> {
+        self.inner.state.lock().channels.position(channel).cloned()
+    }
+
     /// Sends `#authenticate` with `signed_token`; on success the token is stored and the client
     /// is authenticated. Fails with the server's error. The call is made by this method (see
     /// [`invoke`](Self::invoke)).

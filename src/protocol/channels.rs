@@ -12,6 +12,8 @@ use alloc::vec::Vec;
 
 use serde_json::{Map, Value};
 
+use super::position::{Position, with_recover};
+
 /// A channel's state.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum ChannelState {
@@ -51,6 +53,9 @@ struct Record {
     options: SubscribeOptions,
     in_flight: Option<u64>,
     order: u64,
+    /// The last position seen, for channels with history: sent as `recover` when the channel
+    /// is subscribed again after a reconnect.
+    position: Option<Position>,
 }
 
 /// A state change the driver reports (`subscribeStateChange` and the events around it).
@@ -98,7 +103,13 @@ impl Channels {
             return false;
         }
         self.seq += 1;
-        let r = Record { state: ChannelState::Pending, options, in_flight: None, order: self.seq };
+        let r = Record {
+            state: ChannelState::Pending,
+            options,
+            in_flight: None,
+            order: self.seq,
+            position: None,
+        };
         self.map.insert(String::from(channel), r);
         true
     }
@@ -148,7 +159,22 @@ impl Channels {
         due.into_iter().map(|(n, _)| n.clone()).collect()
     }
 
-    /// The `#subscribe` payload: `{"channel":C,"waitForAuth":true?,"data":D?}`.
+    /// The `#subscribe` payload: `{"channel":C,"waitForAuth":true?,"data":D?}`. When a
+    /// position of the channel is known (it was subscribed before the connection dropped), the
+    /// data asks to recover from it: `"recover":{"offset":N,"epoch":E}` is added to the data
+    /// object (data that is not an object is sent as it is, without recovery).
+    ///
+    /// ```
+    /// use socketcluster::protocol::channels::{Channels, SubscribeOptions};
+    /// use socketcluster::protocol::position::Position;
+    /// let mut ch = Channels::new();
+    /// ch.subscribe("news", SubscribeOptions::default());
+    /// ch.observed("news", Position { offset: 7, epoch: "e".into() });
+    /// assert_eq!(
+    ///     ch.payload("news"),
+    ///     serde_json::json!({"channel": "news", "data": {"recover": {"offset": 7, "epoch": "e"}}})
+    /// );
+    /// ```
     pub fn payload(&self, channel: &str) -> Value {
         let mut m = Map::new();
         m.insert(String::from("channel"), Value::String(String::from(channel)));
@@ -156,11 +182,25 @@ impl Channels {
             if r.options.wait_for_auth {
                 m.insert(String::from("waitForAuth"), Value::Bool(true));
             }
-            if let Some(d) = &r.options.data {
-                m.insert(String::from("data"), d.clone());
+            let recovering = r.position.as_ref().and_then(|p| with_recover(r.options.data.as_ref(), p));
+            if let Some(d) = recovering.or_else(|| r.options.data.clone()) {
+                m.insert(String::from("data"), d);
             }
         }
         Value::Object(m)
+    }
+
+    /// A publish (or a subscribe acknowledgement) of `channel` carried `position`: remembered
+    /// for recovery.
+    pub fn observed(&mut self, channel: &str, position: Position) {
+        if let Some(r) = self.map.get_mut(channel) {
+            r.position = Some(position);
+        }
+    }
+
+    /// The last position seen on `channel` (channels with history).
+    pub fn position(&self, channel: &str) -> Option<&Position> {
+        self.map.get(channel)?.position.as_ref()
     }
 
     /// A `#subscribe` for `channel` went out with call id `cid`.

@@ -79,6 +79,8 @@ pub enum ClientEvent {
         channel: String,
         /// The data (`None` when absent).
         data: Option<Value>,
+        /// Its position in the channel's history (channels with history only).
+        position: Option<super::position::Position>,
     },
     /// The server unsubscribed this client from a channel.
     KickOut {
@@ -303,7 +305,13 @@ impl ClientConnection {
             "#publish" => match data {
                 Some(Value::Object(mut m)) if m.get("channel").is_some_and(Value::is_string) => {
                     let Some(Value::String(channel)) = m.remove("channel") else { return };
-                    ClientEvent::Publish { channel, data: m.remove("data") }
+                    let position = match (m.get("offset").and_then(Value::as_u64), m.get("epoch")) {
+                        (Some(offset), Some(Value::String(epoch))) => {
+                            Some(super::position::Position { offset, epoch: epoch.clone() })
+                        }
+                        _ => None,
+                    };
+                    ClientEvent::Publish { channel, data: m.remove("data"), position }
                 }
                 _ => return,
             },

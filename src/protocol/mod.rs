@@ -13,6 +13,7 @@
 //! - [`server`]: one server-side connection ([`ServerConnection`]);
 //! - [`client`]: one client-side connection attempt ([`ClientConnection`]);
 //! - [`channels`]: the client's channel table (pending / subscribed / unsubscribed);
+//! - [`position`]: positions in a channel's history and how they travel (our extension);
 //! - [`backoff`]: the reconnect delay.
 //!
 //! Time is a [`Duration`](core::time::Duration) since an epoch the driver picks (the async layer
@@ -26,6 +27,7 @@ pub mod close;
 pub mod codec;
 pub mod error;
 pub mod packet;
+pub mod position;
 pub mod server;
 
 pub use calls::Calls;

@@ -117,6 +117,10 @@ struct PublishData<'a, D: Serialize> {
     channel: &'a str,
     #[serde(skip_serializing_if = "Option::is_none")]
     data: Option<&'a D>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    offset: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    epoch: Option<&'a str>,
 }
 
 fn to_string<T: Serialize>(value: &T) -> Result<String, serde_json::Error> {
@@ -173,5 +177,31 @@ pub fn encode_error(rid: u64, error: &RemoteError) -> String {
 /// );
 /// ```
 pub fn encode_publish<D: Serialize>(channel: &str, data: Option<&D>) -> Result<String, serde_json::Error> {
-    to_string(&TransmitOut { event: "#publish", data: Some(&PublishData { channel, data }) })
+    encode_publish_at(channel, data, None)
+}
+
+/// [`encode_publish`] for a channel with history: the position follows the data
+/// (see [`position`](super::position)).
+///
+/// ```
+/// use socketcluster::protocol::packet::encode_publish_at;
+/// use socketcluster::protocol::position::Position;
+/// let at = Position { offset: 7, epoch: "e".into() };
+/// assert_eq!(
+///     encode_publish_at("news", Some(&"hi"), Some(&at)).unwrap(),
+///     r##"{"event":"#publish","data":{"channel":"news","data":"hi","offset":7,"epoch":"e"}}"##
+/// );
+/// ```
+pub fn encode_publish_at<D: Serialize>(
+    channel: &str,
+    data: Option<&D>,
+    position: Option<&super::position::Position>,
+) -> Result<String, serde_json::Error> {
+    let publish = PublishData {
+        channel,
+        data,
+        offset: position.map(|p| p.offset),
+        epoch: position.map(|p| p.epoch.as_str()),
+    };
+    to_string(&TransmitOut { event: "#publish", data: Some(&publish) })
 }

@@ -13,8 +13,10 @@ use async_tungstenite::tungstenite::Utf8Bytes;
 use serde_json::Value;
 
 use super::SocketEvent;
+use super::history::{Histories, HistoryRules, Recovery};
 use crate::outbox::Outbox;
 use crate::protocol::packet;
+use crate::protocol::position::Position;
 use crate::protocol::{Error, RemoteError};
 use crate::runtime::BoxFuture;
 use crate::stream::StreamDemux;
@@ -27,6 +29,7 @@ pub struct Publication {
     channel: Arc<str>,
     data: Option<Value>,
     frame: Utf8Bytes,
+    position: Option<Position>,
 }
 
 impl Publication {
@@ -34,7 +37,25 @@ impl Publication {
     pub fn new(channel: &str, data: Option<Value>) -> Result<Self, Error> {
         let frame = packet::encode_publish(channel, data.as_ref())
             .map_err(|e| Error::InvalidArguments(alloc::format!("{e}")))?;
-        Ok(Self { channel: Arc::from(channel), data, frame: Utf8Bytes::from(frame) })
+        Ok(Self { channel: Arc::from(channel), data, frame: Utf8Bytes::from(frame), position: None })
+    }
+
+    /// A publication at `position` in its channel's history: the frame carries the position
+    /// (see [`protocol::position`](crate::protocol::position)).
+    pub fn at(channel: &str, data: Option<Value>, position: Position) -> Result<Self, Error> {
+        let frame = packet::encode_publish_at(channel, data.as_ref(), Some(&position))
+            .map_err(|e| Error::InvalidArguments(alloc::format!("{e}")))?;
+        Ok(Self {
+            channel: Arc::from(channel),
+            data,
+            frame: Utf8Bytes::from(frame),
+            position: Some(position),
+        })
+    }
+
+    /// Its position in the channel's history (channels with history only).
+    pub fn position(&self) -> Option<&Position> {
+        self.position.as_ref()
     }
 
     /// The channel.
@@ -56,7 +77,7 @@ impl Publication {
     /// Redis): `frame` is the `#publish` frame of `channel` and `data`.
     #[cfg(feature = "redis")]
     pub(crate) fn from_frame(channel: &str, data: Option<Value>, frame: String) -> Self {
-        Self { channel: Arc::from(channel), data, frame: Utf8Bytes::from(frame) }
+        Self { channel: Arc::from(channel), data, frame: Utf8Bytes::from(frame), position: None }
     }
 
     pub(crate) fn frame_bytes(&self) -> &Utf8Bytes {
@@ -144,12 +165,37 @@ pub trait Broker: Send + Sync + fmt::Debug + 'static {
     fn publish(&self, channel: String, data: Option<Value>) -> BoxFuture<Result<(), RemoteError>>;
     /// The channels with at least one subscriber, and how many each has.
     fn channels(&self) -> Vec<(String, usize)>;
+
+    /// Keeps history for the channels `rules` name; false when this broker cannot (the
+    /// default), and the server then warns at startup.
+    fn set_history(&self, rules: HistoryRules) -> bool {
+        let _ = rules;
+        false
+    }
+
+    /// [`subscribe`](Self::subscribe), and for a channel with history: the position the
+    /// subscription starts from, after replaying to `subscriber` — before any live publish —
+    /// what was published after `since`. The default (no history) subscribes and says `None`.
+    fn subscribe_from(
+        &self,
+        channel: String,
+        subscriber: Subscriber,
+        since: Option<Position>,
+    ) -> BoxFuture<Result<Option<Recovery>, RemoteError>> {
+        let _ = since;
+        let subscribed = self.subscribe(channel, subscriber);
+        alloc::boxed::Box::pin(async move { subscribed.await.map(|()| None) })
+    }
 }
 
-/// The in-process broker.
+/// The in-process broker; with [`HistoryRules`] it also keeps channel history (offsets are
+/// assigned under the same lock as delivery, so every subscriber sees them in order).
 #[derive(Debug, Default)]
 pub struct MemoryBroker {
     channels: Mutex<HashMap<String, Vec<Subscriber>>>,
+    history: Mutex<Histories>,
+    /// Whether any channel may keep history: without, publishes skip the history lock.
+    has_history: core::sync::atomic::AtomicBool,
 }
 
 impl MemoryBroker {
@@ -198,13 +244,47 @@ impl Broker for MemoryBroker {
     }
 
     fn publish(&self, channel: String, data: Option<Value>) -> BoxFuture<Result<(), RemoteError>> {
-        let result = Publication::new(&channel, data).map(|p| {
+        if !self.has_history.load(core::sync::atomic::Ordering::Acquire) {
+            let result = Publication::new(&channel, data).map(|p| {
+                self.deliver(&p);
+            });
+            return alloc::boxed::Box::pin(async move { result.map_err(|e| e.to_remote()) });
+        }
+        // The history lock is held through delivery: positions reach subscribers in order.
+        let mut history = self.history.lock();
+        let result = history.publish(&channel, data).map(|p| {
             self.deliver(&p);
         });
+        drop(history);
         alloc::boxed::Box::pin(async move { result.map_err(|e| e.to_remote()) })
     }
 
     fn channels(&self) -> Vec<(String, usize)> {
         self.channels.lock().iter().map(|(k, v)| (k.clone(), v.len())).collect()
+    }
+
+    fn set_history(&self, rules: HistoryRules) -> bool {
+        self.has_history.store(!rules.is_empty(), core::sync::atomic::Ordering::Release);
+        self.history.lock().set_rules(rules);
+        true
+    }
+
+    fn subscribe_from(
+        &self,
+        channel: String,
+        subscriber: Subscriber,
+        since: Option<Position>,
+    ) -> BoxFuture<Result<Option<Recovery>, RemoteError>> {
+        // Under the history lock no publish can come between the replay and the subscription.
+        let mut history = self.history.lock();
+        let recovery = history.recover(&channel, since.as_ref()).map(|(recovery, replay)| {
+            for p in &replay {
+                subscriber.deliver(p);
+            }
+            recovery
+        });
+        self.subscribe_now(&channel, subscriber);
+        drop(history);
+        alloc::boxed::Box::pin(async move { Ok(recovery) })
     }
 }

@@ -109,7 +109,7 @@ impl Driver {
                 if let Err(e) = &result {
                     self.warn(e.clone());
                 }
-                self.respond(cid, result);
+                self.respond_data(cid, result);
             }
             ConnEvent::Unsubscribe { channel, cid } => {
                 let was = inner.subscriptions.lock().remove(&channel);
@@ -199,11 +199,14 @@ impl Driver {
         false
     }
 
-    async fn subscribe(&self, channel: &str, options: Value) -> Result<(), RemoteError> {
+    /// Subscribes; the acknowledgement's data (a channel with history: its position and the
+    /// recovery's outcome).
+    async fn subscribe(&self, channel: &str, options: Value) -> Result<Option<Value>, RemoteError> {
         let inner = &self.socket.inner;
         if inner.subscriptions.lock().contains(channel) {
-            return Ok(()); // acknowledged again, as in SocketCluster
+            return Ok(None); // acknowledged again, as in SocketCluster
         }
+        let since = super::history::recover_request(options.get("data"))?;
         if let Some(limit) = self.server.options.socket_channel_limit
             && inner.subscriptions.lock().len() >= limit
         {
@@ -219,16 +222,17 @@ impl Driver {
             Some(tx) => Subscriber::filtered(inner.subscriber_id, tx.clone()),
             None => Subscriber::socket(inner.subscriber_id, inner.out.clone(), inner.listeners.clone()),
         };
-        self.server.broker.subscribe(String::from(channel), sub).await.map_err(|e| {
-            RemoteError::new(
-                "BrokerError",
-                alloc::format!(
-                    "Failed to subscribe socket to the {channel} channel - {}: {}",
-                    e.name(),
-                    e.message()
-                ),
-            )
-        })?;
+        let recovery =
+            self.server.broker.subscribe_from(String::from(channel), sub, since).await.map_err(|e| {
+                RemoteError::new(
+                    "BrokerError",
+                    alloc::format!(
+                        "Failed to subscribe socket to the {channel} channel - {}: {}",
+                        e.name(),
+                        e.message()
+                    ),
+                )
+            })?;
         inner.subscriptions.lock().insert(String::from(channel));
         inner.listeners.write(
             "subscribe",
@@ -242,7 +246,7 @@ impl Driver {
                 options,
             },
         );
-        Ok(())
+        Ok(recovery.map(|r| r.ack_data(channel)))
     }
 
     /// SocketCluster's close sequence: abort pending calls, disconnect/abort events, close

@@ -257,7 +257,7 @@ async fn publish_out(
                 socket.inner.out.text(p.frame_bytes().clone());
             }
             Ok(a) => {
-                if let Ok(frame) = packet::encode_publish(&a.channel, a.data.as_ref()) {
+                if let Ok(frame) = packet::encode_publish_at(&a.channel, a.data.as_ref(), p.position()) {
                     socket.inner.out.text(frame);
                 }
             }
@@ -300,9 +300,14 @@ impl Driver {
     }
 
     pub(super) fn respond(&self, cid: Option<u64>, result: Result<(), RemoteError>) {
+        self.respond_data(cid, result.map(|()| None));
+    }
+
+    /// [`respond`](Self::respond) with the response's data.
+    pub(super) fn respond_data(&self, cid: Option<u64>, result: Result<Option<Value>, RemoteError>) {
         let Some(cid) = cid else { return };
         let frame = match result {
-            Ok(()) => packet::encode_response::<Value>(cid, None).unwrap_or_default(),
+            Ok(data) => packet::encode_response(cid, data.as_ref()).unwrap_or_default(),
             Err(e) => packet::encode_error(cid, &e),
         };
         self.socket.inner.out.text(frame);

@@ -11,6 +11,7 @@ mod dispatch;
 mod driver;
 mod events;
 mod exchange;
+mod history;
 mod middleware;
 #[cfg(feature = "http")]
 mod mount;
@@ -38,6 +39,7 @@ use futures::io::{AsyncRead, AsyncWrite};
 pub use broker::{Broker, MemoryBroker, Publication, Subscriber};
 pub use events::{ServerEvent, SocketEvent};
 pub use exchange::{Exchange, ExchangeChannel};
+pub use history::{HistoryOptions, HistoryRules, Recovery};
 pub use middleware::{Blocked, HandshakeAction, InboundAction, Middleware, OutboundAction, RawAction};
 #[cfg(feature = "http")]
 pub use mount::Accepted;
@@ -113,6 +115,17 @@ pub struct ServerOptions {
     /// a trusted proxy — entries a client wrote further left are not believed. A forwarded hop
     /// without a port gets port 0.
     pub trusted_proxies: Vec<TrustedProxy>,
+    /// Channels that keep history (none by default): each publish gets a position, and a
+    /// subscriber that reconnects gets what it missed replayed (see
+    /// [`protocol::position`](crate::protocol::position)). Needs a broker with history (the
+    /// [`MemoryBroker`]); another one logs a warning and keeps none.
+    pub history: HistoryRules,
+    /// Presence (who is subscribed where, [`Exchange::presence`]): the field of a socket's auth
+    /// token that names its user in presence lists (`None`: socket ids only).
+    pub presence_user_field: Option<String>,
+    /// Whether clients may ask for the presence of a channel they are subscribed to with the
+    /// `#presence` procedure (false; inbound middleware sees the invoke and may block it).
+    pub client_presence: bool,
 }
 
 impl fmt::Debug for ServerOptions {
@@ -161,6 +174,9 @@ impl Default for ServerOptions {
             max_pending_requests: None,
             batch_answer_wait: Duration::from_millis(100),
             trusted_proxies: Vec::new(),
+            history: HistoryRules::new(),
+            presence_user_field: None,
+            client_presence: false,
         }
     }
 }
@@ -310,6 +326,12 @@ impl Server {
     /// [`accept`](Self::accept), or use an adapter's `listen`.
     pub fn new(options: ServerOptions, runtime: Arc<dyn Runtime>) -> Self {
         let broker: Arc<dyn Broker> = options.broker.clone().unwrap_or_else(|| Arc::new(MemoryBroker::new()));
+        if !options.history.is_empty() && !broker.set_history(options.history.clone()) {
+            tracing::warn!(
+                target: "socketcluster",
+                "ServerOptions::history is set but the broker keeps no history: no channel has any"
+            );
+        }
         let next_subscriber = AtomicU64::new(1);
         let exchange = Exchange::new(broker.clone(), next_subscriber.fetch_add(1, Ordering::Relaxed));
         // One writer per core the process may run on: sockets' writes spread over a

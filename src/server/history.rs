@@ -1,0 +1,352 @@
+//! Channel history (our extension; SocketCluster has none): which channels keep it
+//! ([`HistoryRules`]), how much ([`HistoryOptions`]), and the in-process store the
+//! [`MemoryBroker`](super::MemoryBroker) keeps under the same lock as its subscriptions, so that
+//! a recovering subscriber gets the replay before any live publish, with no gap and no
+//! duplicate. The wire format is in [`protocol::position`](crate::protocol::position).
+
+use alloc::collections::VecDeque;
+use alloc::string::String;
+use alloc::sync::Arc;
+use alloc::vec::Vec;
+use core::fmt;
+use core::time::Duration;
+use std::collections::HashMap;
+use std::time::Instant;
+
+use serde_json::Value;
+
+use super::broker::Publication;
+use crate::protocol::position::Position;
+use crate::protocol::{Error, RemoteError};
+
+/// How much history a channel keeps: the last `max_len` publishes, and (with `ttl`) only those
+/// younger than it. `max_len` also bounds a replay.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct HistoryOptions {
+    /// Publishes kept (at least 1).
+    pub max_len: usize,
+    /// Publishes older than this are dropped (`None`: kept until `max_len` pushes them out).
+    pub ttl: Option<Duration>,
+}
+
+impl HistoryOptions {
+    /// The last `max_len` publishes.
+    pub fn last(max_len: usize) -> Self {
+        Self { max_len: max_len.max(1), ttl: None }
+    }
+
+    /// Also drop publishes older than `ttl`.
+    pub fn with_ttl(mut self, ttl: Duration) -> Self {
+        self.ttl = Some(ttl);
+        self
+    }
+}
+
+type Callback = Arc<dyn Fn(&str) -> Option<HistoryOptions> + Send + Sync>;
+
+/// Which channels keep history ([`ServerOptions::history`](super::ServerOptions::history)):
+/// name patterns (`*` matches any run of characters) tried in order, then a callback.
+///
+/// ```
+/// use std::time::Duration;
+/// use socketcluster::server::{HistoryOptions, HistoryRules};
+///
+/// let rules = HistoryRules::new()
+///     .pattern("chat.*", HistoryOptions::last(1000).with_ttl(Duration::from_secs(300)))
+///     .callback(|channel| channel.ends_with("!log").then(|| HistoryOptions::last(50)));
+/// assert_eq!(rules.for_channel("chat.lobby").map(|o| o.max_len), Some(1000));
+/// assert_eq!(rules.for_channel("audit!log").map(|o| o.max_len), Some(50));
+/// assert_eq!(rules.for_channel("ticker"), None);
+/// ```
+#[derive(Clone, Default)]
+pub struct HistoryRules {
+    patterns: Vec<(String, HistoryOptions)>,
+    callback: Option<Callback>,
+}
+
+impl fmt::Debug for HistoryRules {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("HistoryRules")
+            .field("patterns", &self.patterns)
+            .field("callback", &self.callback.is_some())
+            .finish()
+    }
+}
+
+impl HistoryRules {
+    /// No channel keeps history.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Channels matching `pattern` keep `options`.
+    pub fn pattern(mut self, pattern: impl Into<String>, options: HistoryOptions) -> Self {
+        self.patterns.push((pattern.into(), options));
+        self
+    }
+
+    /// Channels no pattern matched ask `callback`.
+    pub fn callback(
+        mut self,
+        callback: impl Fn(&str) -> Option<HistoryOptions> + Send + Sync + 'static,
+    ) -> Self {
+        self.callback = Some(Arc::new(callback));
+        self
+    }
+
+    /// Whether no channel keeps history.
+    pub fn is_empty(&self) -> bool {
+        self.patterns.is_empty() && self.callback.is_none()
+    }
+
+    /// The history of `channel` (`None`: it keeps none).
+    pub fn for_channel(&self, channel: &str) -> Option<HistoryOptions> {
+        self.patterns
+            .iter()
+            .find(|(p, _)| glob(p, channel))
+            .map(|(_, o)| *o)
+            .or_else(|| self.callback.as_ref().and_then(|c| c(channel)))
+    }
+}
+
+/// `*` matches any run of characters; everything else itself.
+fn glob(pattern: &str, name: &str) -> bool {
+    let mut parts = pattern.split('*');
+    let first = parts.next().unwrap_or_default();
+    let Some(mut rest) = name.strip_prefix(first) else { return false };
+    let parts: Vec<&str> = parts.collect();
+    let Some((last, middle)) = parts.split_last() else { return rest.is_empty() };
+    for part in middle {
+        match rest.find(part) {
+            Some(i) => rest = &rest[i + part.len()..],
+            None => return false,
+        }
+    }
+    rest.len() >= last.len() && rest.ends_with(last)
+}
+
+/// A recovery request: the last position the subscriber saw.
+pub(crate) type Since = Position;
+
+/// What a subscription to a channel with history starts from.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Recovery {
+    /// The channel's position when the subscription started (what the replay reached).
+    pub position: Position,
+    /// `None`: no recovery asked; `Ok(n)`: `n` publishes replayed; `Err(reason)`: none could be.
+    pub result: Option<Result<u64, String>>,
+}
+
+impl Recovery {
+    /// The subscribe acknowledgement's data (see [`protocol::position`](crate::protocol::position)).
+    pub fn ack_data(&self, channel: &str) -> Value {
+        let mut v = serde_json::json!({
+            "channel": channel,
+            "offset": self.position.offset,
+            "epoch": self.position.epoch,
+        });
+        match &self.result {
+            None => {}
+            Some(Ok(n)) => {
+                v["recovered"] = Value::Bool(true);
+                v["replayed"] = Value::from(*n);
+            }
+            Some(Err(reason)) => {
+                v["recovered"] = Value::Bool(false);
+                v["reason"] = Value::String(reason.clone());
+            }
+        }
+        v
+    }
+}
+
+/// Reads `data.recover` of a `#subscribe`: `Ok(None)` when absent, an error when malformed.
+pub(crate) fn recover_request(data: Option<&Value>) -> Result<Option<Since>, RemoteError> {
+    let Some(r) = data.and_then(|d| d.get("recover")) else { return Ok(None) };
+    Position::from_value(r).map(Some).ok_or_else(|| {
+        RemoteError::new(
+            "InvalidArgumentsError",
+            "recover must be {\"offset\": a non-negative integer, \"epoch\": a string}",
+        )
+    })
+}
+
+struct Entry {
+    offset: u64,
+    at: Instant,
+    publication: Publication,
+}
+
+struct ChannelHistory {
+    options: HistoryOptions,
+    epoch: String,
+    /// The offset of the last publish (0: none yet).
+    top: u64,
+    entries: VecDeque<Entry>,
+}
+
+impl ChannelHistory {
+    fn new(options: HistoryOptions) -> Self {
+        Self { options, epoch: new_epoch(), top: 0, entries: VecDeque::new() }
+    }
+
+    fn trim(&mut self, now: Instant) {
+        while self.entries.len() > self.options.max_len {
+            self.entries.pop_front();
+        }
+        if let Some(ttl) = self.options.ttl {
+            while self.entries.front().is_some_and(|e| now.duration_since(e.at) > ttl) {
+                self.entries.pop_front();
+            }
+        }
+    }
+
+    fn position(&self) -> Position {
+        Position { offset: self.top, epoch: self.epoch.clone() }
+    }
+}
+
+fn new_epoch() -> String {
+    let n = fastrand::u64(..);
+    alloc::format!("{n:016x}")
+}
+
+/// The histories of one process's channels.
+#[derive(Default)]
+pub(crate) struct Histories {
+    rules: HistoryRules,
+    channels: HashMap<String, ChannelHistory>,
+}
+
+impl fmt::Debug for Histories {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Histories")
+            .field("rules", &self.rules)
+            .field("channels", &self.channels.len())
+            .finish()
+    }
+}
+
+impl Histories {
+    pub(crate) fn set_rules(&mut self, rules: HistoryRules) {
+        self.rules = rules;
+    }
+
+    fn channel(&mut self, channel: &str) -> Option<&mut ChannelHistory> {
+        if !self.channels.contains_key(channel) {
+            let options = self.rules.for_channel(channel)?;
+            self.channels.insert(String::from(channel), ChannelHistory::new(options));
+        }
+        self.channels.get_mut(channel)
+    }
+
+    /// A publication of `data` to `channel`: with the next position (and kept) when the
+    /// channel has history.
+    pub(crate) fn publish(&mut self, channel: &str, data: Option<Value>) -> Result<Publication, Error> {
+        let Some(h) = self.channel(channel) else { return Publication::new(channel, data) };
+        let position = Position { offset: h.top + 1, epoch: h.epoch.clone() };
+        let publication = Publication::at(channel, data, position)?;
+        h.top += 1;
+        let now = Instant::now();
+        h.entries.push_back(Entry { offset: h.top, at: now, publication: publication.clone() });
+        h.trim(now);
+        Ok(publication)
+    }
+
+    /// Where a new subscription to `channel` starts, and what to replay to it first (`None`:
+    /// the channel keeps no history).
+    pub(crate) fn recover(
+        &mut self,
+        channel: &str,
+        since: Option<&Since>,
+    ) -> Option<(Recovery, Vec<Publication>)> {
+        let h = self.channel(channel)?;
+        h.trim(Instant::now());
+        let position = h.position();
+        let Some(since) = since else { return Some((Recovery { position, result: None }, Vec::new())) };
+        let oldest = h.entries.front().map_or(h.top + 1, |e| e.offset);
+        let failed = if since.epoch != h.epoch {
+            Some(String::from("the channel's history was lost (another epoch): refetch"))
+        } else if since.offset > h.top {
+            Some(alloc::format!("offset {} is ahead of the channel (last offset {})", since.offset, h.top))
+        } else if since.offset + 1 < oldest {
+            Some(alloc::format!(
+                "the history no longer reaches back to offset {} (oldest kept: {oldest}): refetch",
+                since.offset + 1
+            ))
+        } else {
+            None
+        };
+        if let Some(reason) = failed {
+            return Some((Recovery { position, result: Some(Err(reason)) }, Vec::new()));
+        }
+        let replay: Vec<Publication> =
+            h.entries.iter().filter(|e| e.offset > since.offset).map(|e| e.publication.clone()).collect();
+        let n = replay.len() as u64;
+        Some((Recovery { position, result: Some(Ok(n)) }, replay))
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn glob_matches_runs() {
+        assert!(glob("chat.*", "chat.lobby"));
+        assert!(glob("chat.*", "chat."));
+        assert!(!glob("chat.*", "chatter"));
+        assert!(glob("*", "anything"));
+        assert!(glob("a*b*c", "axxbyyc"));
+        assert!(!glob("a*b*c", "axxbyy"));
+        assert!(glob("exact", "exact"));
+        assert!(!glob("exact", "exactly"));
+        assert!(!glob("ab*ba", "aba"));
+    }
+
+    fn pos(offset: u64, h: &Histories) -> Position {
+        Position { offset, epoch: h.channels["c"].epoch.clone() }
+    }
+
+    #[test]
+    fn offsets_are_consecutive_and_recovery_replays_what_came_after() {
+        let mut h = Histories::default();
+        h.set_rules(HistoryRules::new().pattern("c", HistoryOptions::last(3)));
+        let p = h.publish("other", None).unwrap();
+        assert_eq!(p.position(), None, "channels without history have no position");
+        for i in 1..=5u64 {
+            let p = h.publish("c", Some(Value::from(i))).unwrap();
+            assert_eq!(p.position().map(|p| p.offset), Some(i));
+        }
+        let (r, replay) = h.recover("c", Some(&pos(3, &h))).unwrap();
+        assert_eq!(r.result, Some(Ok(2)));
+        assert_eq!(r.position.offset, 5);
+        let offsets: Vec<u64> = replay.iter().filter_map(|p| p.position().map(|p| p.offset)).collect();
+        assert_eq!(offsets, [4, 5]);
+        assert!(h.recover("c", Some(&pos(5, &h))).unwrap().1.is_empty());
+        // 3 kept (3, 4, 5): from 2 on works, from 1 on not.
+        assert_eq!(h.recover("c", Some(&pos(2, &h))).unwrap().0.result, Some(Ok(3)));
+        assert!(matches!(h.recover("c", Some(&pos(1, &h))).unwrap().0.result, Some(Err(_))));
+        assert!(matches!(h.recover("c", Some(&pos(9, &h))).unwrap().0.result, Some(Err(_))));
+        let wrong = Position { offset: 4, epoch: String::from("nope") };
+        assert!(matches!(h.recover("c", Some(&wrong)).unwrap().0.result, Some(Err(_))));
+        assert_eq!(h.recover("c", None).unwrap().0.result, None);
+        assert!(h.recover("other", None).is_none());
+    }
+
+    #[test]
+    fn a_bad_recover_request_is_an_error() {
+        use serde_json::json;
+        assert_eq!(recover_request(None), Ok(None));
+        assert_eq!(recover_request(Some(&json!({"x": 1}))), Ok(None));
+        for bad in [
+            json!({"recover": 1}),
+            json!({"recover": {"offset": "1", "epoch": "e"}}),
+            json!({"recover": {"offset": -1, "epoch": "e"}}),
+            json!({"recover": {"offset": 1}}),
+        ] {
+            assert!(recover_request(Some(&bad)).is_err(), "{bad}");
+        }
+    }
+}
