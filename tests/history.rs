@@ -11,6 +11,8 @@ mod util;
 mod raw;
 #[path = "support/cut.rs"]
 mod cut;
+#[path = "support/peers.rs"]
+mod peers;
 
 use std::time::Duration;
 
@@ -197,7 +199,54 @@ async fn bad_recovery_requests_get_a_clear_answer_and_nothing_else(rt: Rt) {
     assert!(r.get("error").is_some(), "feed-c was never subscribed: {r}");
 }
 
+/// The official client with `js/socketcluster-recovery.mjs`, cut off while 10 000 are published.
+async fn the_js_client_with_the_helper_recovers_too(rt: Rt) {
+    const MISSED: u64 = 10_000;
+    peers::ensure_npm();
+    let h = Harness::start(rt, options(20_000)).await;
+    let proxy = CutProxy::start(h.addr);
+    let total = 200 + MISSED;
+    let mut child = std::process::Command::new("node")
+        .arg(peers::interop_dir().join("recovery-client.mjs"))
+        .args([proxy.url(), String::from("feed"), total.to_string()])
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::inherit())
+        .spawn()
+        .expect("node runs");
+    let lines = peers::read_lines(child.stdout.take().expect("stdout"));
+    let next = |kind: &str| -> Value {
+        loop {
+            let line =
+                lines.recv_timeout(Duration::from_secs(60)).unwrap_or_else(|_| panic!("no {kind} line"));
+            println!("js: {line}");
+            let v: Value = serde_json::from_str(&line).unwrap_or_else(|_| panic!("not JSON: {line}"));
+            assert_ne!(v["type"], "timeout", "the JS client timed out");
+            if v["type"] == kind {
+                return v;
+            }
+        }
+    };
+    let first = next("subscribe");
+    assert_eq!(first["position"]["offset"], 0, "{first}");
+    publish(&h, "feed", 0..100).await;
+    proxy.cut();
+    next("disconnect");
+    publish(&h, "feed", 100..100 + MISSED).await;
+    proxy.reopen();
+    let recover = next("recover");
+    assert_eq!(recover["recovered"], true, "{recover}");
+    assert!(recover["replayed"].as_u64().unwrap() >= MISSED, "{recover}");
+    publish(&h, "feed", 100 + MISSED..total).await;
+    let done = next("done");
+    assert_eq!(done["count"], total, "{done}");
+    assert_eq!(done["inOrder"], true, "every publish exactly once, in order: {done}");
+    assert_eq!(done["position"]["offset"], total, "{done}");
+    let _ = child.wait();
+}
+
 on_both_runtimes!(
+    the_js_client_with_the_helper_recovers_too,
     a_cut_subscriber_gets_every_publish_exactly_once_in_order,
     recovery_past_the_history_bound_says_it_cannot,
     publishes_carry_positions_and_acks_carry_the_channel_position,
