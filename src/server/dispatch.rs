@@ -8,6 +8,9 @@ use std::time::Instant;
 use serde_json::Value;
 
 use super::broker::Subscriber;
+
+/// The most members one `#presence` answer lists (`count` has them all).
+pub(crate) const PRESENCE_LIST_MAX: usize = 1000;
 use super::driver::Driver;
 use super::{HandshakeAction, InboundAction, ServerEvent, SocketEvent};
 use crate::protocol::server::ServerEvent as ConnEvent;
@@ -82,6 +85,11 @@ impl Driver {
             ConnEvent::Invoke { event, data, cid } => {
                 let action = InboundAction::Invoke { socket: self.socket.clone(), procedure: event, data };
                 match self.inbound(action).await {
+                    Ok(InboundAction::Invoke { procedure, data, .. })
+                        if procedure == "#presence" && self.server.options.client_presence =>
+                    {
+                        self.respond_data(Some(cid), self.presence(data.as_ref()));
+                    }
                     Ok(InboundAction::Invoke { procedure, data, .. }) => {
                         self.invoke(&procedure, data, cid).await;
                     }
@@ -197,6 +205,33 @@ impl Driver {
             }
         }
         false
+    }
+
+    /// `#presence` (`{"channel":C}` or `C`): the members of a channel this socket is subscribed
+    /// to, at most [`PRESENCE_LIST_MAX`] of them listed.
+    fn presence(&self, data: Option<&Value>) -> Result<Option<Value>, RemoteError> {
+        let channel = match data {
+            Some(Value::String(c)) => c.as_str(),
+            Some(Value::Object(m)) => m.get("channel").and_then(Value::as_str).unwrap_or_default(),
+            _ => "",
+        };
+        if channel.is_empty() {
+            return Err(RemoteError::new("InvalidArgumentsError", "#presence expects {\"channel\": C}"));
+        }
+        if !self.socket.inner.subscriptions.lock().contains(channel) {
+            return Err(RemoteError::new(
+                "InvalidActionError",
+                alloc::format!("Socket {} is not subscribed to the {channel} channel", self.socket.inner.id),
+            ));
+        }
+        let members = self.server.presence.members(channel);
+        let listed: alloc::vec::Vec<Value> =
+            members.iter().take(PRESENCE_LIST_MAX).map(|m| m.to_value()).collect();
+        Ok(Some(serde_json::json!({
+            "channel": channel,
+            "count": members.len(),
+            "members": listed,
+        })))
     }
 
     /// Subscribes; the acknowledgement's data (a channel with history: its position and the

@@ -22,6 +22,7 @@ struct ExchangeInner {
     id: u64,
     channels: StreamDemux<Value>,
     subscriptions: Mutex<BTreeSet<String>>,
+    presence: Arc<super::presence::Presence>,
 }
 
 /// Publishes to channels from the server (no inbound middleware applies) and subscribes the
@@ -42,15 +43,40 @@ fn to_value<D: Serialize>(data: D) -> Result<Value, Error> {
 }
 
 impl Exchange {
-    pub(crate) fn new(broker: Arc<dyn Broker>, id: u64) -> Self {
+    pub(crate) fn new(broker: Arc<dyn Broker>, id: u64, presence: Arc<super::presence::Presence>) -> Self {
         Self {
             inner: Arc::new(ExchangeInner {
                 broker,
                 id,
                 channels: StreamDemux::new(),
                 subscriptions: Mutex::new(BTreeSet::new()),
+                presence,
             }),
         }
+    }
+
+    /// The sockets of this server subscribed to `channel`, by socket id (our extension; see
+    /// [`PresenceMember`](super::PresenceMember)).
+    ///
+    /// ```
+    /// # smol::block_on(async {
+    /// let (server, _addr) = socketcluster::smol::listen("127.0.0.1:0", Default::default()).await?;
+    /// assert!(server.exchange().presence("lobby").is_empty());
+    /// # Ok::<(), std::io::Error>(())
+    /// # });
+    /// ```
+    pub fn presence(&self, channel: &str) -> Vec<super::PresenceMember> {
+        self.inner.presence.members(channel)
+    }
+
+    /// How many sockets of this server are subscribed to `channel`.
+    pub fn presence_count(&self, channel: &str) -> usize {
+        self.inner.presence.count(channel)
+    }
+
+    /// Joins and leaves of `channel` from now on, as a stream (buffered from this call).
+    pub fn presence_listener(&self, channel: &str) -> crate::stream::Consumer<super::PresenceEvent> {
+        self.inner.presence.listener(channel)
     }
 
     /// Publishes `data` to `channel`; completes once every subscriber has it queued.

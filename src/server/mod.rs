@@ -15,6 +15,7 @@ mod history;
 mod middleware;
 #[cfg(feature = "http")]
 mod mount;
+mod presence;
 mod proxy;
 #[cfg(feature = "redis")]
 pub mod redis;
@@ -43,6 +44,7 @@ pub use history::{HistoryOptions, HistoryRules, Recovery};
 pub use middleware::{Blocked, HandshakeAction, InboundAction, Middleware, OutboundAction, RawAction};
 #[cfg(feature = "http")]
 pub use mount::Accepted;
+pub use presence::{PresenceEvent, PresenceMember};
 pub use proxy::{BadProxy, TrustedProxy};
 pub use socket::{ServerSocket, SocketState};
 pub use stats::ServerStats;
@@ -208,6 +210,8 @@ pub(crate) struct ServerShared {
     /// one of them for its whole life).
     writers: Vec<Arc<crate::outbox::Writer>>,
     pub(crate) stats: stats::Counters,
+    /// Who is subscribed where (follows `subscription`/`unsubscription` in `emit`).
+    pub(crate) presence: Arc<presence::Presence>,
     next_writer: core::sync::atomic::AtomicUsize,
 }
 
@@ -236,6 +240,7 @@ impl ServerShared {
     pub(crate) fn emit(&self, name: &str, event: ServerEvent) {
         trace::server_event(&event);
         self.stats.record(&event);
+        self.presence.record(&event);
         self.listeners.write(name, event);
     }
 
@@ -333,7 +338,9 @@ impl Server {
             );
         }
         let next_subscriber = AtomicU64::new(1);
-        let exchange = Exchange::new(broker.clone(), next_subscriber.fetch_add(1, Ordering::Relaxed));
+        let presence = Arc::new(presence::Presence::new(options.presence_user_field.clone()));
+        let exchange =
+            Exchange::new(broker.clone(), next_subscriber.fetch_add(1, Ordering::Relaxed), presence.clone());
         // One writer per core the process may run on: sockets' writes spread over a
         // multi-threaded runtime, and a single-threaded one gets one task.
         let cores = std::thread::available_parallelism().map_or(1, |n| n.get()).min(16);
@@ -361,6 +368,7 @@ impl Server {
                 writers,
                 next_writer: core::sync::atomic::AtomicUsize::new(0),
                 stats: stats::Counters::default(),
+                presence,
             }),
         }
     }
