@@ -14,7 +14,9 @@
 //! - `redis, 1 process`: the same server with the Redis broker (local delivery, plus the Redis
 //!   publish);
 //! - `redis, 2 processes`: the publisher on one server, the subscribers on another;
-//! - `redis, 3 processes`: the publisher on one server, the subscribers split over two others.
+//! - `redis, 3 processes`: the publisher on one server, the subscribers split over two others;
+//! - `… + history`: the same with channel history on for the bench channel
+//!   (`ServerOptions::history`, the last 100 000 publishes), to show what it costs.
 //!
 //! Throughput: the publisher sends `M` messages (`transmitPublish`) as fast as it can; `S`
 //! subscribers check they get all of them in order; deliveries/s = `M·S` / time until the last
@@ -29,8 +31,8 @@ use futures::StreamExt;
 use serde_json::json;
 use socketcluster::client::{Channel, ChannelEvent, Client, ClientEvent, ClientOptions};
 use socketcluster::protocol::channels::SubscribeOptions;
-use socketcluster::server::ServerOptions;
 use socketcluster::server::redis::RedisOptions;
+use socketcluster::server::{HistoryOptions, HistoryRules, ServerOptions};
 
 const LIMIT: Duration = Duration::from_secs(60);
 
@@ -46,6 +48,9 @@ async fn within<F: std::future::Future>(what: &str, fut: F) -> F::Output {
 fn serve(broker: &str) {
     smol::block_on(async {
         let mut options = ServerOptions::default();
+        if std::env::var_os("REDIS_FANOUT_HISTORY").is_some() {
+            options.history = HistoryRules::new().pattern("bench", HistoryOptions::last(100_000));
+        }
         if broker != "memory" {
             let b = socketcluster::smol::redis_broker(RedisOptions::new(broker)).await.expect("Redis");
             options.broker = Some(b);
@@ -90,7 +95,15 @@ fn redis_server() -> (Proc, String) {
 }
 
 fn server(broker: &str) -> (Proc, String) {
-    let mut child = Command::new(std::env::current_exe().expect("own path"))
+    server_with(broker, false)
+}
+
+fn server_with(broker: &str, history: bool) -> (Proc, String) {
+    let mut cmd = Command::new(std::env::current_exe().expect("own path"));
+    if history {
+        cmd.env("REDIS_FANOUT_HISTORY", "1");
+    }
+    let mut child = cmd
         .env("REDIS_FANOUT_SERVE", broker)
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
@@ -199,6 +212,8 @@ fn main() {
         let mut rows = Vec::new();
         let (_p, mem) = server("memory");
         rows.push(scenario("memory, 1 process", &[mem], s, m, k).await);
+        let (_ph, memh) = server_with("memory", true);
+        rows.push(scenario("memory + history, 1 process", &[memh], s, m, k).await);
         let (_p, one) = server(&url);
         rows.push(scenario("redis, 1 process", std::slice::from_ref(&one), s, m, k).await);
         let (_p2, two) = server(&url);

@@ -27,9 +27,10 @@ use crate::sync::Mutex;
 #[derive(Clone, Debug)]
 pub struct Publication {
     channel: Arc<str>,
-    data: Option<Value>,
+    /// Shared: a clone (history, filtered sockets) copies no data.
+    data: Option<Arc<Value>>,
     frame: Utf8Bytes,
-    position: Option<Position>,
+    position: Option<Arc<Position>>,
 }
 
 impl Publication {
@@ -37,7 +38,12 @@ impl Publication {
     pub fn new(channel: &str, data: Option<Value>) -> Result<Self, Error> {
         let frame = packet::encode_publish(channel, data.as_ref())
             .map_err(|e| Error::InvalidArguments(alloc::format!("{e}")))?;
-        Ok(Self { channel: Arc::from(channel), data, frame: Utf8Bytes::from(frame), position: None })
+        Ok(Self {
+            channel: Arc::from(channel),
+            data: data.map(Arc::new),
+            frame: Utf8Bytes::from(frame),
+            position: None,
+        })
     }
 
     /// A publication at `position` in its channel's history: the frame carries the position
@@ -47,15 +53,15 @@ impl Publication {
             .map_err(|e| Error::InvalidArguments(alloc::format!("{e}")))?;
         Ok(Self {
             channel: Arc::from(channel),
-            data,
+            data: data.map(Arc::new),
             frame: Utf8Bytes::from(frame),
-            position: Some(position),
+            position: Some(Arc::new(position)),
         })
     }
 
     /// Its position in the channel's history (channels with history only).
     pub fn position(&self) -> Option<&Position> {
-        self.position.as_ref()
+        self.position.as_deref()
     }
 
     /// The channel.
@@ -65,7 +71,7 @@ impl Publication {
 
     /// The data (`None` when the publish had none).
     pub fn data(&self) -> Option<&Value> {
-        self.data.as_ref()
+        self.data.as_deref()
     }
 
     /// The encoded `#publish` frame.
@@ -77,7 +83,12 @@ impl Publication {
     /// Redis): `frame` is the `#publish` frame of `channel` and `data`.
     #[cfg(feature = "redis")]
     pub(crate) fn from_frame(channel: &str, data: Option<Value>, frame: String) -> Self {
-        Self { channel: Arc::from(channel), data, frame: Utf8Bytes::from(frame), position: None }
+        Self {
+            channel: Arc::from(channel),
+            data: data.map(Arc::new),
+            frame: Utf8Bytes::from(frame),
+            position: None,
+        }
     }
 
     pub(crate) fn frame_bytes(&self) -> &Utf8Bytes {
@@ -137,7 +148,7 @@ impl Subscriber {
             Target::Socket { out, .. } => out.text(publication.frame.clone()),
             Target::Filtered(tx) => tx.try_send(publication.clone()).is_ok(),
             Target::Exchange(channels) => {
-                channels.write(&publication.channel, publication.data.clone().unwrap_or(Value::Null));
+                channels.write(&publication.channel, publication.data().cloned().unwrap_or(Value::Null));
                 true
             }
         }
