@@ -82,12 +82,17 @@ impl Publication {
     /// A publication whose frame was encoded elsewhere (by another process, received through
     /// Redis): `frame` is the `#publish` frame of `channel` and `data`.
     #[cfg(feature = "redis")]
-    pub(crate) fn from_frame(channel: &str, data: Option<Value>, frame: String) -> Self {
+    pub(crate) fn from_frame(
+        channel: &str,
+        data: Option<Value>,
+        frame: String,
+        position: Option<Position>,
+    ) -> Self {
         Self {
             channel: Arc::from(channel),
             data: data.map(Arc::new),
             frame: Utf8Bytes::from(frame),
-            position: None,
+            position: position.map(Arc::new),
         }
     }
 
@@ -222,6 +227,18 @@ impl MemoryBroker {
         if !subs.iter().any(|s| s.id == subscriber.id) {
             subs.push(subscriber);
         }
+    }
+
+    /// Replaces the subscriber with `subscriber`'s id on `channel` (adds it when there is none),
+    /// calling `before` first under the lock that delivery takes: nothing is delivered between
+    /// `before` and the replacement.
+    #[cfg(feature = "redis")]
+    pub(crate) fn replace_now(&self, channel: &str, subscriber: Subscriber, before: impl FnOnce()) {
+        let mut map = self.channels.lock();
+        before();
+        let subs = map.entry(String::from(channel)).or_default();
+        subs.retain(|s| s.id != subscriber.id);
+        subs.push(subscriber);
     }
 
     /// Unsubscribes now.

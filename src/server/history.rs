@@ -125,6 +125,23 @@ fn glob(pattern: &str, name: &str) -> bool {
     rest.len() >= last.len() && rest.ends_with(last)
 }
 
+/// Why recovering from `since` is not possible in a history at `epoch` whose last offset is
+/// `top` and oldest kept offset `oldest` (`top + 1` when empty); `None` when it is.
+pub(crate) fn refusal(since: &Position, epoch: &str, top: u64, oldest: u64) -> Option<String> {
+    if since.epoch != epoch {
+        Some(String::from("the channel's history was lost (another epoch): refetch"))
+    } else if since.offset > top {
+        Some(alloc::format!("offset {} is ahead of the channel (last offset {top})", since.offset))
+    } else if since.offset + 1 < oldest {
+        Some(alloc::format!(
+            "the history no longer reaches back to offset {} (oldest kept: {oldest}): refetch",
+            since.offset + 1
+        ))
+    } else {
+        None
+    }
+}
+
 /// A recovery request: the last position the subscriber saw.
 pub(crate) type Since = Position;
 
@@ -206,7 +223,8 @@ impl ChannelHistory {
     }
 }
 
-fn new_epoch() -> String {
+/// A new epoch: random, 16 hex digits.
+pub(crate) fn new_epoch() -> String {
     let n = fastrand::u64(..);
     alloc::format!("{n:016x}")
 }
@@ -265,18 +283,7 @@ impl Histories {
         let position = h.position();
         let Some(since) = since else { return Some((Recovery { position, result: None }, Vec::new())) };
         let oldest = h.entries.front().map_or(h.top + 1, |e| e.offset);
-        let failed = if since.epoch != h.epoch {
-            Some(String::from("the channel's history was lost (another epoch): refetch"))
-        } else if since.offset > h.top {
-            Some(alloc::format!("offset {} is ahead of the channel (last offset {})", since.offset, h.top))
-        } else if since.offset + 1 < oldest {
-            Some(alloc::format!(
-                "the history no longer reaches back to offset {} (oldest kept: {oldest}): refetch",
-                since.offset + 1
-            ))
-        } else {
-            None
-        };
+        let failed = refusal(since, &h.epoch, h.top, oldest);
         if let Some(reason) = failed {
             return Some((Recovery { position, result: Some(Err(reason)) }, Vec::new()));
         }

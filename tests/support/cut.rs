@@ -13,6 +13,7 @@ pub(crate) struct CutProxy {
     pub(crate) addr: SocketAddr,
     live: Arc<Mutex<Vec<TcpStream>>>,
     refusing: Arc<AtomicBool>,
+    upstream: Arc<Mutex<SocketAddr>>,
 }
 
 impl CutProxy {
@@ -22,7 +23,8 @@ impl CutProxy {
         let addr = listener.local_addr().expect("addr");
         let live: Arc<Mutex<Vec<TcpStream>>> = Arc::default();
         let refusing = Arc::new(AtomicBool::new(false));
-        let (l, r) = (live.clone(), refusing.clone());
+        let upstream = Arc::new(Mutex::new(upstream));
+        let (l, r, u) = (live.clone(), refusing.clone(), upstream.clone());
         std::thread::spawn(move || {
             for client in listener.incoming() {
                 let Ok(client) = client else { continue };
@@ -30,7 +32,8 @@ impl CutProxy {
                     drop(client);
                     continue;
                 }
-                let Ok(server) = TcpStream::connect(upstream) else { continue };
+                let to = *u.lock().unwrap_or_else(|e| e.into_inner());
+                let Ok(server) = TcpStream::connect(to) else { continue };
                 let _ = client.set_nodelay(true);
                 let _ = server.set_nodelay(true);
                 {
@@ -45,7 +48,12 @@ impl CutProxy {
                 pipe(&server, &client);
             }
         });
-        CutProxy { addr, live, refusing }
+        CutProxy { addr, live, refusing, upstream }
+    }
+
+    /// New connections go to `upstream` (another server process, say).
+    pub(crate) fn set_upstream(&self, upstream: SocketAddr) {
+        *self.upstream.lock().unwrap_or_else(|e| e.into_inner()) = upstream;
     }
 
     /// `ws://ADDR/socketcluster/` through the proxy.

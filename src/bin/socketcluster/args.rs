@@ -62,6 +62,17 @@ pub(crate) struct ServeArgs {
     #[cfg(feature = "tls")]
     #[arg(long, env = "SC_TLS_KEY", requires = "tls_cert")]
     pub(crate) tls_key: Option<PathBuf>,
+    /// Keep history for channels matching PATTERN (`*` wildcards): the last N publishes, and
+    /// with /SECONDS only those younger; reconnecting subscribers get what they missed
+    /// (repeat or separate with commas), e.g. `chat.*=1000/300`.
+    #[arg(long = "history", env = "SC_HISTORY", value_delimiter = ',', value_parser = history_rule, value_name = "PATTERN=N[/SECONDS]")]
+    pub(crate) history: Vec<(String, socketcluster::server::HistoryOptions)>,
+    /// Let clients ask who is on a channel they are subscribed to (the `#presence` procedure).
+    #[arg(long, env = "SC_CLIENT_PRESENCE")]
+    pub(crate) client_presence: bool,
+    /// The auth token field that names a user in presence lists.
+    #[arg(long, env = "SC_PRESENCE_USER_FIELD")]
+    pub(crate) presence_user_field: Option<String>,
     /// Scale out through Redis: redis://HOST:PORT, or redis-cluster://HOST:PORT[,HOST:PORT...]
     /// (sharded pub/sub).
     #[cfg(feature = "redis")]
@@ -158,6 +169,21 @@ impl ClientArgs {
         }
         options
     }
+}
+
+fn history_rule(s: &str) -> Result<(String, socketcluster::server::HistoryOptions), String> {
+    let bad = || format!("expected PATTERN=N or PATTERN=N/SECONDS, got {s:?}");
+    let (pattern, rest) = s.rsplit_once('=').ok_or_else(bad)?;
+    let (n, ttl) = match rest.split_once('/') {
+        Some((n, secs)) => (n, Some(secs.parse::<u64>().map_err(|_| bad())?)),
+        None => (rest, None),
+    };
+    let n: usize = n.parse().ok().filter(|n| *n > 0).ok_or_else(bad)?;
+    let mut options = socketcluster::server::HistoryOptions::last(n);
+    if let Some(secs) = ttl {
+        options = options.with_ttl(Duration::from_secs(secs));
+    }
+    Ok((pattern.to_string(), options))
 }
 
 fn json(s: &str) -> Result<Value, String> {

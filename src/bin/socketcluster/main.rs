@@ -116,6 +116,12 @@ fn serve(args: ServeArgs) -> i32 {
         outbound_limit: args.outbound_limit,
         max_payload: args.max_payload,
         trusted_proxies: args.trusted_proxies.clone(),
+        history: args
+            .history
+            .iter()
+            .fold(socketcluster::server::HistoryRules::new(), |rules, (p, o)| rules.pattern(p.clone(), *o)),
+        client_presence: args.client_presence,
+        presence_user_field: args.presence_user_field.clone(),
         ..ServerOptions::default()
     };
     if let Some(key) = &args.auth_key {

@@ -25,6 +25,7 @@
 //! Start one with `socketcluster::smol::redis_broker` or `socketcluster::tokio::redis_broker`.
 
 mod control;
+mod history;
 mod names;
 mod types;
 
@@ -41,8 +42,10 @@ use std::time::{Duration, Instant};
 use serde_json::Value;
 
 use super::broker::{Broker, MemoryBroker, Publication, Subscriber};
+use super::history::{HistoryRules, Recovery};
 use super::{Server, ServerEvent, ServerShared};
 use crate::protocol::RemoteError;
+use crate::protocol::position::Position;
 use crate::runtime::{BoxFuture, Runtime};
 use crate::stream::{Consumer, WritableConsumableStream};
 use crate::sync::Mutex;
@@ -94,6 +97,8 @@ struct Shared {
     counters: Counters,
     events: WritableConsumableStream<RedisEvent>,
     servers: Mutex<Vec<Weak<ServerShared>>>,
+    /// The channels with history (`ServerOptions::history`, via `Broker::set_history`).
+    history: Mutex<HistoryRules>,
 }
 
 /// A [`Broker`] that scales a server out across processes through Redis; see the
@@ -134,6 +139,7 @@ impl RedisBroker {
             counters: Counters::default(),
             events: WritableConsumableStream::new(),
             servers: Mutex::new(Vec::new()),
+            history: Mutex::new(HistoryRules::new()),
         });
         let conn = control::open(&shared, 1)
             .await
@@ -204,6 +210,11 @@ impl Drop for RedisBroker {
 }
 
 impl Shared {
+    fn history_of(&self, channel: &str) -> Option<super::HistoryOptions> {
+        let rules = self.history.lock();
+        if rules.is_empty() { None } else { rules.for_channel(channel) }
+    }
+
     fn wake(&self) {
         let _ = self.wake_tx.try_send(());
     }
@@ -384,7 +395,12 @@ impl Shared {
         }
         match names::parse_payload(&channel, payload) {
             Some(inbound) => {
-                let p = Publication::from_frame(&channel, inbound.data, String::from(inbound.frame));
+                let p = Publication::from_frame(
+                    &channel,
+                    inbound.data,
+                    String::from(inbound.frame),
+                    inbound.position,
+                );
                 self.local.deliver(&p);
                 self.counters.received.fetch_add(1, Ordering::Relaxed);
             }
@@ -453,6 +469,9 @@ impl Broker for RedisBroker {
 
     fn publish(&self, channel: String, data: Option<Value>) -> BoxFuture<Result<(), RemoteError>> {
         let s = &self.shared;
+        if let Some(options) = s.history_of(&channel) {
+            return alloc::boxed::Box::pin(history::publish(s.clone(), channel, data, options));
+        }
         let p = match Publication::new(&channel, data) {
             Ok(p) => p,
             Err(e) => return alloc::boxed::Box::pin(async move { Err(e.to_remote()) }),
@@ -486,5 +505,38 @@ impl Broker for RedisBroker {
 
     fn channels(&self) -> Vec<(String, usize)> {
         self.shared.local.channels()
+    }
+
+    /// History in Redis Streams, shared by every process (plain Redis only: on Redis Cluster a
+    /// script cannot publish to a channel of another slot, so this says false there).
+    fn set_history(&self, rules: HistoryRules) -> bool {
+        if self.shared.options.sharded {
+            return false;
+        }
+        *self.shared.history.lock() = rules;
+        true
+    }
+
+    fn subscribe_from(
+        &self,
+        channel: String,
+        subscriber: Subscriber,
+        since: Option<Position>,
+    ) -> BoxFuture<Result<Option<Recovery>, RemoteError>> {
+        let Some(options) = self.shared.history_of(&channel) else {
+            let subscribed = self.subscribe(channel, subscriber);
+            return alloc::boxed::Box::pin(async move { subscribed.await.map(|()| None) });
+        };
+        let (tx, caught) = async_channel::unbounded();
+        let subscribed = self.subscribe(channel.clone(), Subscriber::filtered(subscriber.id(), tx));
+        alloc::boxed::Box::pin(history::subscribe_from(
+            self.shared.clone(),
+            subscribed,
+            caught,
+            channel,
+            subscriber,
+            since,
+            options,
+        ))
     }
 }

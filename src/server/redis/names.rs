@@ -63,6 +63,16 @@ pub(super) fn sc_channel(prefix: &str, name: &[u8]) -> Option<String> {
     String::from_utf8(bytes).ok()
 }
 
+/// The keys of a channel's history (one hash slot): the last offset, the epoch, the stream.
+pub(super) fn history_keys(prefix: &str, channel: &str) -> [String; 3] {
+    let tag = redis_channel(prefix, channel);
+    [
+        alloc::format!("{{{tag}}}:offset"),
+        alloc::format!("{{{tag}}}:epoch"),
+        alloc::format!("{{{tag}}}:history"),
+    ]
+}
+
 /// `INSTANCE_ID` (16 hex digits) followed by the `#publish` frame.
 pub(super) fn payload(instance: &str, frame: &str) -> Vec<u8> {
     let mut p = Vec::with_capacity(instance.len() + frame.len());
@@ -89,6 +99,8 @@ pub(super) struct Inbound<'a> {
     pub(super) frame: &'a str,
     /// The publish's data (`None` when it had none).
     pub(super) data: Option<Value>,
+    /// Its position, for a channel with history.
+    pub(super) position: Option<crate::protocol::position::Position>,
 }
 
 /// Reads a payload published on `channel`; `None` when it is not one of ours or its frame is not
@@ -102,11 +114,18 @@ pub(super) fn parse_payload<'a>(channel: &str, payload: &'a [u8]) -> Option<Inbo
     let mut parsed: Frame = serde_json::from_str(frame).ok()?;
     if parsed.event != "#publish"
         || parsed.data.get("channel").and_then(Value::as_str) != Some(channel)
-        || parsed.data.keys().any(|k| k != "channel" && k != "data")
+        || parsed.data.keys().any(|k| !matches!(k.as_str(), "channel" | "data" | "offset" | "epoch"))
     {
         return None;
     }
-    Some(Inbound { instance, frame, data: parsed.data.remove("data") })
+    let data = parsed.data.remove("data");
+    // What is left is the channel and, for a channel with history, the position.
+    let position = if parsed.data.contains_key("offset") || parsed.data.contains_key("epoch") {
+        Some(crate::protocol::position::Position::from_value(&Value::Object(parsed.data))?)
+    } else {
+        None
+    };
+    Some(Inbound { instance, frame, data, position })
 }
 
 #[cfg(test)]
@@ -150,8 +169,21 @@ mod tests {
         let got = parse_payload("ch", &p);
         assert_eq!(
             got,
-            Some(Inbound { instance: b"0123456789abcdef", frame: &frame, data: Some(data.clone()) })
+            Some(Inbound {
+                instance: b"0123456789abcdef",
+                frame: &frame,
+                data: Some(data.clone()),
+                position: None
+            })
         );
+        // With a position (a channel with history); a malformed one is not ours.
+        let at = crate::protocol::position::Position { offset: 3, epoch: "e".into() };
+        let framed = packet::encode_publish_at("ch", Some(&data), Some(&at)).unwrap_or_default();
+        let framed = payload("0123456789abcdef", &framed);
+        let got = parse_payload("ch", &framed);
+        assert_eq!(got.map(|i| (i.data, i.position)), Some((Some(data.clone()), Some(at))));
+        let bad = r##"{"event":"#publish","data":{"channel":"ch","data":1,"offset":"3","epoch":"e"}}"##;
+        assert_eq!(parse_payload("ch", &payload("0123456789abcdef", bad)), None);
         let none = packet::encode_publish::<Value>("ch", None).unwrap_or_default();
         assert_eq!(parse_payload("ch", &payload("0123456789abcdef", &none)).map(|i| i.data), Some(None));
         let null = packet::encode_publish("ch", Some(&Value::Null)).unwrap_or_default();

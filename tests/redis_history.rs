@@ -1,0 +1,170 @@
+//! History and recovery across processes through Redis: two `socketcluster` program processes
+//! on one real `redis-server` (`--broker`, `--history`); a subscriber on the first is cut off
+//! (TCP killed, no close handshake) while 10 000 messages are published, and reconnects to the
+//! *second*, which replays them from Redis — every one exactly once, in order. Also: offsets
+//! agree between processes, and recovery past the bound says it cannot.
+#![cfg(all(feature = "redis", feature = "smol", feature = "cli"))]
+#![allow(clippy::unwrap_used)]
+
+#[path = "support/cut.rs"]
+mod cut;
+#[path = "support/peers.rs"]
+mod peers;
+#[path = "support/redis.rs"]
+mod redis_proc;
+
+use std::path::Path;
+use std::time::Duration;
+
+use futures::StreamExt;
+use serde_json::json;
+use socketcluster::client::{Channel, Client, ClientEvent, ClientOptions};
+use socketcluster::protocol::channels::SubscribeOptions;
+use socketcluster::stream::Consumer;
+
+use cut::CutProxy;
+use peers::Peer;
+use redis_proc::RedisServer;
+
+const BIN: &str = env!("CARGO_BIN_EXE_socketcluster");
+const LIMIT: Duration = Duration::from_secs(30);
+
+async fn within<F: std::future::Future>(what: &str, fut: F) -> F::Output {
+    smol::future::or(fut, async {
+        smol::Timer::after(LIMIT).await;
+        panic!("timed out: {what}")
+    })
+    .await
+}
+
+fn program(redis: &RedisServer, history: &str) -> Peer {
+    Peer::start(
+        Path::new(BIN),
+        &[
+            "--host",
+            "127.0.0.1",
+            "--port",
+            "0",
+            "--broker",
+            &redis.url(),
+            "--history",
+            history,
+            "--log",
+            "warn",
+        ],
+    )
+}
+
+fn client(url: String) -> Client {
+    let mut o = ClientOptions::new(url);
+    o.backoff.initial_delay = Duration::from_millis(20);
+    o.backoff.randomness = Duration::ZERO;
+    socketcluster::smol::connect(o)
+}
+
+async fn until(
+    events: &mut Consumer<ClientEvent>,
+    what: &str,
+    f: impl Fn(&ClientEvent) -> bool,
+) -> ClientEvent {
+    loop {
+        let e = within(what, events.next()).await.expect("events go on");
+        if f(&e) {
+            return e;
+        }
+    }
+}
+
+async fn take(ch: &mut Channel, n: u64) -> Vec<u64> {
+    let mut got = Vec::new();
+    while (got.len() as u64) < n {
+        got.push(within("channel data", ch.next()).await.and_then(|v| v.as_u64()).expect("a number"));
+    }
+    got
+}
+
+async fn subscribed(c: &Client, channel: &str) -> Channel {
+    let mut events = c.events();
+    let ch = c.subscribe(channel, SubscribeOptions::default());
+    until(&mut events, "subscribe", |e| matches!(e, ClientEvent::Subscribe { .. })).await;
+    ch
+}
+
+#[test]
+fn a_subscriber_cut_off_recovers_everything_on_the_other_process() {
+    const MISSED: u64 = 10_000;
+    let redis = RedisServer::start();
+    let a = program(&redis, "feed*=20000");
+    let b = program(&redis, "feed*=20000");
+    smol::block_on(async {
+        let proxy = CutProxy::start(a.addr.parse().unwrap());
+        let sub = client(proxy.url());
+        let mut events = sub.events();
+        let mut feed = subscribed(&sub, "feed").await;
+        // The publisher is on the other process.
+        let publisher = client(b.url());
+        for i in 0..100u64 {
+            publisher.invoke_publish("feed", i).await.unwrap();
+        }
+        assert_eq!(take(&mut feed, 100).await, (0..100).collect::<Vec<_>>());
+        assert_eq!(
+            sub.channel_position("feed").map(|p| p.offset),
+            Some(100),
+            "offsets agree across processes"
+        );
+
+        proxy.cut();
+        until(&mut events, "disconnect", |e| matches!(e, ClientEvent::Disconnect { .. })).await;
+        for i in 100..100 + MISSED {
+            publisher.invoke_publish("feed", i).await.unwrap();
+        }
+        proxy.set_upstream(b.addr.parse().unwrap());
+        proxy.reopen();
+        // Publishing goes on while the subscriber comes back: what arrives during the replay
+        // is held and deduplicated, not lost or doubled.
+        let p = publisher.clone();
+        let live = smol::spawn(async move {
+            for i in 100 + MISSED..200 + MISSED {
+                p.invoke_publish("feed", i).await.unwrap();
+            }
+        });
+        let e = until(&mut events, "recover", |e| matches!(e, ClientEvent::Recover { .. })).await;
+        let ClientEvent::Recover { result: Ok(n), .. } = e else { panic!("{e:?}") };
+        assert!(n >= MISSED, "from Redis, on b: {n}");
+        within("the live publishes", live).await;
+        let got = take(&mut feed, 100 + MISSED).await;
+        assert_eq!(got, (100..200 + MISSED).collect::<Vec<_>>(), "every one, once, in order");
+        publisher.invoke_publish("feed", json!(-1)).await.unwrap();
+        assert_eq!(within("the last", feed.next()).await, Some(json!(-1)), "nothing else was queued");
+    });
+}
+
+#[test]
+fn recovery_past_the_bound_across_processes_says_it_cannot() {
+    let redis = RedisServer::start();
+    let a = program(&redis, "feed*=10");
+    let b = program(&redis, "feed*=10");
+    smol::block_on(async {
+        let proxy = CutProxy::start(a.addr.parse().unwrap());
+        let sub = client(proxy.url());
+        let mut events = sub.events();
+        let mut feed = subscribed(&sub, "feed").await;
+        let publisher = client(b.url());
+        publisher.invoke_publish("feed", 0).await.unwrap();
+        assert_eq!(take(&mut feed, 1).await, [0]);
+        proxy.cut();
+        until(&mut events, "disconnect", |e| matches!(e, ClientEvent::Disconnect { .. })).await;
+        for i in 1..50u64 {
+            publisher.invoke_publish("feed", i).await.unwrap();
+        }
+        proxy.set_upstream(b.addr.parse().unwrap());
+        proxy.reopen();
+        let e = until(&mut events, "recover", |e| matches!(e, ClientEvent::Recover { .. })).await;
+        let ClientEvent::Recover { result: Err(reason), .. } = e else { panic!("{e:?}") };
+        assert!(reason.contains("no longer reaches back"), "{reason}");
+        until(&mut events, "subscribe", |e| matches!(e, ClientEvent::Subscribe { .. })).await;
+        assert_eq!(sub.channel_position("feed").map(|p| p.offset), Some(50));
+        publisher.invoke_publish("feed", 50).await.unwrap();
+        assert_eq!(take(&mut feed, 1).await, [50], "live again, nothing of the lost stretch");
+    });
+}
