@@ -2,7 +2,8 @@
 //! on one real `redis-server` (`--broker`, `--history`); a subscriber on the first is cut off
 //! (TCP killed, no close handshake) while 10 000 messages are published, and reconnects to the
 //! *second*, which replays them from Redis — every one exactly once, in order. Also: offsets
-//! agree between processes, and recovery past the bound says it cannot.
+//! agree between processes, and recovery past the bound says it cannot. Presence across
+//! processes, and a crashed process's members leaving it.
 #![cfg(all(feature = "redis", feature = "smol", feature = "cli"))]
 #![allow(clippy::unwrap_used)]
 
@@ -51,6 +52,9 @@ fn program(redis: &RedisServer, history: &str) -> Peer {
             history,
             "--log",
             "warn",
+            "--client-presence",
+            "--presence-ttl",
+            "2",
         ],
     )
 }
@@ -166,5 +170,68 @@ fn recovery_past_the_bound_across_processes_says_it_cannot() {
         assert_eq!(sub.channel_position("feed").map(|p| p.offset), Some(50));
         publisher.invoke_publish("feed", 50).await.unwrap();
         assert_eq!(take(&mut feed, 1).await, [50], "live again, nothing of the lost stretch");
+    });
+}
+
+#[test]
+fn presence_spans_processes_and_forgets_a_crashed_one() {
+    let redis = RedisServer::start();
+    let mut a = program(&redis, "none=1");
+    let b = program(&redis, "none=1");
+    smol::block_on(async {
+        let on_a = client(a.url());
+        let _room_a = subscribed(&on_a, "room").await;
+        let on_b = client(b.url());
+        let _room_b = subscribed(&on_b, "room").await;
+        let id_a = on_a.id().unwrap();
+        let id_b = on_b.id().unwrap();
+        let members = |v: &serde_json::Value| {
+            let mut ids: Vec<String> = v["members"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|m| m["id"].as_str().unwrap().to_string())
+                .collect();
+            ids.sort();
+            ids
+        };
+        let mut both = vec![id_a.clone(), id_b.clone()];
+        both.sort();
+        // Joins are written to Redis by a task: poll (bounded) until both show.
+        let start = std::time::Instant::now();
+        loop {
+            let v = on_b.invoke("#presence", json!({"channel": "room"})).await.unwrap();
+            if members(&v) == both {
+                assert_eq!(v["count"], 2);
+                break;
+            }
+            assert!(start.elapsed() < LIMIT, "both members never showed: {v}");
+            smol::Timer::after(Duration::from_millis(20)).await;
+        }
+        // A crash: a's member is dropped once its liveness key expires (2 s here).
+        a.kill_hard();
+        let crashed = std::time::Instant::now();
+        loop {
+            let v = on_b.invoke("#presence", json!({"channel": "room"})).await.unwrap();
+            if members(&v) == vec![id_b.clone()] {
+                break;
+            }
+            assert!(crashed.elapsed() < Duration::from_secs(10), "the crashed member stayed: {v}");
+            smol::Timer::after(Duration::from_millis(100)).await;
+        }
+        assert!(crashed.elapsed() >= Duration::from_millis(500), "not before the process was seen gone");
+        // A clean leave is immediate (well, one Redis write).
+        on_b.unsubscribe("room");
+        let start = std::time::Instant::now();
+        let on_b2 = client(b.url());
+        let _r = subscribed(&on_b2, "room").await;
+        loop {
+            let v = on_b2.invoke("#presence", json!({"channel": "room"})).await.unwrap();
+            if members(&v) == vec![on_b2.id().unwrap()] {
+                break;
+            }
+            assert!(start.elapsed() < LIMIT, "{v}");
+            smol::Timer::after(Duration::from_millis(20)).await;
+        }
     });
 }

@@ -182,6 +182,20 @@ pub trait Broker: Send + Sync + fmt::Debug + 'static {
     /// The channels with at least one subscriber, and how many each has.
     fn channels(&self) -> Vec<(String, usize)>;
 
+    /// A socket joined (`joined`) or left a channel (the server calls this for every change of
+    /// its presence); a broker that shares presence across processes records it. Default:
+    /// nothing (presence is this process's).
+    fn presence_changed(&self, channel: &str, member: &super::PresenceMember, joined: bool) {
+        let _ = (channel, member, joined);
+    }
+
+    /// Every process's members of `channel`, when this broker shares presence (`None`: it does
+    /// not, and the server's own list is the answer).
+    fn presence(&self, channel: &str) -> Option<BoxFuture<Result<Vec<super::PresenceMember>, RemoteError>>> {
+        let _ = channel;
+        None
+    }
+
     /// Keeps history for the channels `rules` name; false when this broker cannot (the
     /// default), and the server then warns at startup.
     fn set_history(&self, rules: HistoryRules) -> bool {

@@ -88,7 +88,8 @@ impl Driver {
                     Ok(InboundAction::Invoke { procedure, data, .. })
                         if procedure == "#presence" && self.server.options.client_presence =>
                     {
-                        self.respond_data(Some(cid), self.presence(data.as_ref()));
+                        let answer = self.presence(data.as_ref()).await;
+                        self.respond_data(Some(cid), answer);
                     }
                     Ok(InboundAction::Invoke { procedure, data, .. }) => {
                         self.invoke(&procedure, data, cid).await;
@@ -209,7 +210,7 @@ impl Driver {
 
     /// `#presence` (`{"channel":C}` or `C`): the members of a channel this socket is subscribed
     /// to, at most [`PRESENCE_LIST_MAX`] of them listed.
-    fn presence(&self, data: Option<&Value>) -> Result<Option<Value>, RemoteError> {
+    async fn presence(&self, data: Option<&Value>) -> Result<Option<Value>, RemoteError> {
         let channel = match data {
             Some(Value::String(c)) => c.as_str(),
             Some(Value::Object(m)) => m.get("channel").and_then(Value::as_str).unwrap_or_default(),
@@ -224,7 +225,11 @@ impl Driver {
                 alloc::format!("Socket {} is not subscribed to the {channel} channel", self.socket.inner.id),
             ));
         }
-        let members = self.server.presence.members(channel);
+        // Every process's members when the broker shares presence.
+        let members = match self.server.broker.presence(channel) {
+            Some(all) => all.await?,
+            None => self.server.presence.members(channel),
+        };
         let listed: alloc::vec::Vec<Value> =
             members.iter().take(PRESENCE_LIST_MAX).map(|m| m.to_value()).collect();
         Ok(Some(serde_json::json!({

@@ -69,6 +69,16 @@ impl Exchange {
         self.inner.presence.members(channel)
     }
 
+    /// The sockets subscribed to `channel` on every server process sharing this one's broker
+    /// (the Redis broker shares presence; with the in-process broker this is
+    /// [`presence`](Self::presence)). Fails when the broker cannot answer (Redis down).
+    pub async fn presence_all(&self, channel: &str) -> Result<Vec<super::PresenceMember>, Error> {
+        match self.inner.broker.presence(channel) {
+            Some(all) => all.await.map_err(Error::Remote),
+            None => Ok(self.presence(channel)),
+        }
+    }
+
     /// How many sockets of this server are subscribed to `channel`.
     pub fn presence_count(&self, channel: &str) -> usize {
         self.inner.presence.count(channel)

@@ -240,7 +240,9 @@ impl ServerShared {
     pub(crate) fn emit(&self, name: &str, event: ServerEvent) {
         trace::server_event(&event);
         self.stats.record(&event);
-        self.presence.record(&event);
+        if let Some((channel, member, joined)) = self.presence.record(&event) {
+            self.broker.presence_changed(&channel, &member, joined);
+        }
         self.listeners.write(name, event);
     }
 

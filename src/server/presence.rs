@@ -62,8 +62,8 @@ impl Presence {
         PresenceMember { socket_id: String::from(socket.id()), user }
     }
 
-    /// Follows a server event.
-    pub(crate) fn record(&self, event: &ServerEvent) {
+    /// Follows a server event; the change it made (channel, member, joined), if any.
+    pub(crate) fn record(&self, event: &ServerEvent) -> Option<(String, PresenceMember, bool)> {
         match event {
             ServerEvent::Subscription { socket, channel, .. } => {
                 let member = self.member(socket);
@@ -74,9 +74,13 @@ impl Presence {
                     .or_default()
                     .insert(member.socket_id.clone(), member.clone())
                     .is_none();
-                if joined && self.events.consumer_count(channel) > 0 {
-                    self.events.write(channel, PresenceEvent::Join(member));
+                if !joined {
+                    return None;
                 }
+                if self.events.consumer_count(channel) > 0 {
+                    self.events.write(channel, PresenceEvent::Join(member.clone()));
+                }
+                Some((channel.clone(), member, true))
             }
             ServerEvent::Unsubscription { socket, channel } => {
                 let left = {
@@ -87,13 +91,13 @@ impl Presence {
                     }
                     left
                 };
-                if let Some(member) = left
-                    && self.events.consumer_count(channel) > 0
-                {
-                    self.events.write(channel, PresenceEvent::Leave(member));
+                let member = left?;
+                if self.events.consumer_count(channel) > 0 {
+                    self.events.write(channel, PresenceEvent::Leave(member.clone()));
                 }
+                Some((channel.clone(), member, false))
             }
-            _ => {}
+            _ => None,
         }
     }
 

@@ -119,6 +119,12 @@ impl Peer {
         self.lines.recv_timeout(limit).ok()
     }
 
+    /// Kills the process at once (SIGKILL): a crash, nothing closed cleanly.
+    pub(crate) fn kill_hard(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
     /// Sends SIGTERM and waits (at most 10 s) for the exit; returns whether it exited 0.
     pub(crate) fn stop(&mut self) -> bool {
         let _ = Command::new("kill").args(["-TERM", &self.child.id().to_string()]).status();

@@ -78,6 +78,11 @@ pub(crate) struct ServeArgs {
     #[cfg(feature = "redis")]
     #[arg(long, env = "SC_BROKER")]
     pub(crate) broker: Option<String>,
+    /// With --broker: a crashed process's members leave presence lists after this many
+    /// seconds.
+    #[cfg(feature = "redis")]
+    #[arg(long, env = "SC_PRESENCE_TTL", value_name = "SECONDS", default_value_t = 30)]
+    pub(crate) presence_ttl: u64,
     /// Log filter: a level (error, warn, info, debug, trace) or tracing directives; RUST_LOG,
     /// when set, wins.
     #[arg(long, env = "SC_LOG", default_value = "info")]

@@ -133,7 +133,9 @@ fn serve(args: ServeArgs) -> i32 {
         #[cfg(feature = "redis")]
         let redis = match &args.broker {
             Some(url) => {
-                let b = socketcluster::smol::redis_broker(redis_options(url))
+                let mut redis_options = redis_options(url);
+                redis_options.presence_ttl = Duration::from_secs(args.presence_ttl.max(1));
+                let b = socketcluster::smol::redis_broker(redis_options)
                     .await
                     .unwrap_or_else(|e| fail(format!("cannot connect to the broker {url}: {e}")));
                 options.broker = Some(b.clone());

@@ -27,6 +27,7 @@
 mod control;
 mod history;
 mod names;
+mod presence;
 mod types;
 
 pub use types::{RedisEvent, RedisHealth, RedisOptions};
@@ -99,6 +100,8 @@ struct Shared {
     servers: Mutex<Vec<Weak<ServerShared>>>,
     /// The channels with history (`ServerOptions::history`, via `Broker::set_history`).
     history: Mutex<HistoryRules>,
+    /// Joins and leaves for the presence task (plain Redis only).
+    presence: async_channel::Sender<presence::Change>,
 }
 
 /// A [`Broker`] that scales a server out across processes through Redis; see the
@@ -126,6 +129,7 @@ impl RedisBroker {
     pub async fn connect(options: RedisOptions, runtime: Arc<dyn Runtime>) -> std::io::Result<Arc<Self>> {
         let (wake_tx, wake_rx) = async_channel::bounded(1);
         let (queue, outgoing) = async_channel::bounded(options.publish_queue.max(1));
+        let (presence_tx, presence_rx) = async_channel::unbounded();
         let shared = Arc::new(Shared {
             instance: alloc::format!("{:016x}", fastrand::u64(..)),
             options,
@@ -140,6 +144,7 @@ impl RedisBroker {
             events: WritableConsumableStream::new(),
             servers: Mutex::new(Vec::new()),
             history: Mutex::new(HistoryRules::new()),
+            presence: presence_tx,
         });
         let conn = control::open(&shared, 1)
             .await
@@ -147,6 +152,9 @@ impl RedisBroker {
         shared.set_up(1, conn.clone());
         shared.runtime.spawn(alloc::boxed::Box::pin(control::run(shared.clone(), 1, conn)));
         shared.runtime.spawn(alloc::boxed::Box::pin(control::publisher(shared.clone(), outgoing)));
+        if !shared.options.sharded {
+            shared.runtime.spawn(alloc::boxed::Box::pin(presence::run(shared.clone(), presence_rx)));
+        }
         Ok(Arc::new(Self { shared }))
     }
 
@@ -505,6 +513,26 @@ impl Broker for RedisBroker {
 
     fn channels(&self) -> Vec<(String, usize)> {
         self.shared.local.channels()
+    }
+
+    fn presence_changed(&self, channel: &str, member: &super::PresenceMember, joined: bool) {
+        if self.shared.options.sharded {
+            return;
+        }
+        let change = if joined {
+            presence::Change::Join(String::from(channel), member.clone())
+        } else {
+            presence::Change::Leave(String::from(channel), member.socket_id.clone())
+        };
+        let _ = self.shared.presence.try_send(change);
+    }
+
+    /// Shared through Redis (plain Redis only; on Redis Cluster, `None`: this process's).
+    fn presence(&self, channel: &str) -> Option<BoxFuture<Result<Vec<super::PresenceMember>, RemoteError>>> {
+        if self.shared.options.sharded {
+            return None;
+        }
+        Some(alloc::boxed::Box::pin(presence::members(self.shared.clone(), String::from(channel))))
     }
 
     /// History in Redis Streams, shared by every process (plain Redis only: on Redis Cluster a

@@ -32,6 +32,9 @@ pub struct RedisOptions {
     pub max_reconnect_delay: Duration,
     /// Publishes waiting to be sent to Redis; a publish waits while this many are queued (65536).
     pub publish_queue: usize,
+    /// Presence shared through Redis: a process that stops refreshing its liveness key (it
+    /// crashed, or lost Redis) has its members dropped after this long (30 s).
+    pub presence_ttl: Duration,
 }
 
 impl RedisOptions {
@@ -47,6 +50,7 @@ impl RedisOptions {
             reconnect_delay: Duration::from_millis(100),
             max_reconnect_delay: Duration::from_secs(5),
             publish_queue: 65536,
+            presence_ttl: Duration::from_secs(30),
         }
     }
 
