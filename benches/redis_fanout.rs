@@ -220,6 +220,10 @@ fn main() {
         rows.push(scenario("redis, 2 processes", &[one.clone(), two.clone()], s, m, k).await);
         let (_p3, three) = server(&url);
         rows.push(scenario("redis, 3 processes", &[one, two, three], s, m, k).await);
+        let (_ph1, h1) = server_with(&url, true);
+        rows.push(scenario("redis + history, 1 process", std::slice::from_ref(&h1), s, m, k).await);
+        let (_ph2, h2) = server_with(&url, true);
+        rows.push(scenario("redis + history, 2 processes", &[h1, h2], s, m, k).await);
         rows
     });
     println!(

@@ -33,6 +33,8 @@ pub(super) struct Outgoing {
     pub(super) channel: String,
     /// Instance id and frame.
     pub(super) payload: Vec<u8>,
+    /// For a channel with history: the `EVAL` arguments that append and publish it instead.
+    pub(super) script: Option<Vec<String>>,
 }
 
 /// A connection to Redis (RESP3: pushes and commands share it).
@@ -67,7 +69,10 @@ impl Conn {
             Self::Single(c) => {
                 let mut pipe = redis::pipe();
                 for m in batch {
-                    pipe.cmd("PUBLISH").arg(&m.channel).arg(&m.payload).ignore();
+                    match &m.script {
+                        Some(args) => pipe.cmd("EVAL").arg(args).ignore(),
+                        None => pipe.cmd("PUBLISH").arg(&m.channel).arg(&m.payload).ignore(),
+                    };
                 }
                 pipe.query_async::<()>(c).await
             }

@@ -19,7 +19,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use serde_json::Value;
 
-use super::control::Conn;
+use super::control::{Conn, Outgoing};
 use super::{Shared, names};
 use crate::protocol::RemoteError;
 use crate::protocol::packet;
@@ -67,40 +67,35 @@ fn single(shared: &Shared) -> Result<redis::aio::MultiplexedConnection, RemoteEr
     }
 }
 
-/// Publishes to a channel with history: appended and published by Redis, delivered here when
-/// it comes back. An error when Redis cannot be reached (the publish went nowhere).
-pub(super) async fn publish(
-    shared: Arc<Shared>,
-    channel: String,
-    data: Option<Value>,
+/// The queued publish of `data` to `channel` (which has history): the script appends it and
+/// publishes it; this process delivers it when Redis sends it back. `None` when the data
+/// cannot be encoded.
+pub(super) fn outgoing(
+    shared: &Shared,
+    channel: &str,
+    data: Option<&Value>,
     options: HistoryOptions,
-) -> Result<(), RemoteError> {
+) -> Result<Outgoing, RemoteError> {
     // The frame up to the offset: `{"event":"#publish","data":{"channel":C,"data":D,"offset":`.
     let stub = Position { offset: 0, epoch: String::new() };
-    let frame = packet::encode_publish_at(&channel, data.as_ref(), Some(&stub))
+    let frame = packet::encode_publish_at(channel, data, Some(&stub))
         .map_err(|e| RemoteError::new("InvalidArgumentsError", alloc::format!("{e}")))?;
     let head = frame.strip_suffix(r#"0,"epoch":""}}"#).unwrap_or(&frame);
-    let head = alloc::format!("{ANY_INSTANCE}{head}");
-    let [offset, epoch, history] = names::history_keys(&shared.options.prefix, &channel);
-    let mut conn = single(&shared)?;
-    let result: redis::RedisResult<u64> = redis::Script::new(PUBLISH)
-        .key(offset)
-        .key(epoch)
-        .key(history)
-        .arg(shared.options.redis_channel(&channel))
-        .arg(head)
-        .arg(options.max_len)
-        .arg(new_epoch())
-        .arg(now_ms())
-        .invoke_async(&mut conn)
-        .await;
-    match result {
-        Ok(_) => {
-            shared.counters.published.fetch_add(1, core::sync::atomic::Ordering::Relaxed);
-            Ok(())
-        }
-        Err(e) => Err(broker_error("publishing to a channel with history failed", e)),
-    }
+    let [offset, epoch, history] = names::history_keys(&shared.options.prefix, channel);
+    let redis_channel = shared.options.redis_channel(channel);
+    let args = alloc::vec![
+        String::from(PUBLISH),
+        String::from("3"),
+        offset,
+        epoch,
+        history,
+        redis_channel.clone(),
+        alloc::format!("{ANY_INSTANCE}{head}"),
+        alloc::format!("{}", options.max_len),
+        new_epoch(),
+        alloc::format!("{}", now_ms()),
+    ];
+    Ok(Outgoing { channel: redis_channel, payload: Vec::new(), script: Some(args) })
 }
 
 fn text(v: &redis::Value) -> Option<String> {

@@ -218,6 +218,27 @@ impl Drop for RedisBroker {
 }
 
 impl Shared {
+    /// Queues a publish for the publisher task (waiting while the queue is full); one that
+    /// cannot be queued counts as undelivered.
+    fn enqueue(self: &Arc<Self>, out: Outgoing) -> BoxFuture<Result<(), RemoteError>> {
+        match self.queue.try_send(out) {
+            Ok(()) => alloc::boxed::Box::pin(async { Ok(()) }),
+            Err(async_channel::TrySendError::Full(out)) => {
+                let s = self.clone();
+                alloc::boxed::Box::pin(async move {
+                    if s.queue.send(out).await.is_err() {
+                        s.counters.undelivered.fetch_add(1, Ordering::Relaxed);
+                    }
+                    Ok(())
+                })
+            }
+            Err(async_channel::TrySendError::Closed(_)) => {
+                self.counters.undelivered.fetch_add(1, Ordering::Relaxed);
+                alloc::boxed::Box::pin(async { Ok(()) })
+            }
+        }
+    }
+
     fn history_of(&self, channel: &str) -> Option<super::HistoryOptions> {
         let rules = self.history.lock();
         if rules.is_empty() { None } else { rules.for_channel(channel) }
@@ -478,7 +499,20 @@ impl Broker for RedisBroker {
     fn publish(&self, channel: String, data: Option<Value>) -> BoxFuture<Result<(), RemoteError>> {
         let s = &self.shared;
         if let Some(options) = s.history_of(&channel) {
-            return alloc::boxed::Box::pin(history::publish(s.clone(), channel, data, options));
+            // Appended and published by Redis, delivered here when it comes back: without Redis
+            // it goes nowhere, which the publisher is told.
+            if !s.connected.load(Ordering::Acquire) {
+                return alloc::boxed::Box::pin(async {
+                    Err(RemoteError::new(
+                        "BrokerError",
+                        "Redis is unavailable: the channel's history cannot be kept",
+                    ))
+                });
+            }
+            return match history::outgoing(s, &channel, data.as_ref(), options) {
+                Ok(out) => s.enqueue(out),
+                Err(e) => alloc::boxed::Box::pin(async move { Err(e) }),
+            };
         }
         let p = match Publication::new(&channel, data) {
             Ok(p) => p,
@@ -492,23 +526,9 @@ impl Broker for RedisBroker {
         let out = Outgoing {
             channel: s.options.redis_channel(&channel),
             payload: names::payload(&s.instance, p.frame()),
+            script: None,
         };
-        match s.queue.try_send(out) {
-            Ok(()) => alloc::boxed::Box::pin(async { Ok(()) }),
-            Err(async_channel::TrySendError::Full(out)) => {
-                let s = s.clone();
-                alloc::boxed::Box::pin(async move {
-                    if s.queue.send(out).await.is_err() {
-                        s.counters.undelivered.fetch_add(1, Ordering::Relaxed);
-                    }
-                    Ok(())
-                })
-            }
-            Err(async_channel::TrySendError::Closed(_)) => {
-                s.counters.undelivered.fetch_add(1, Ordering::Relaxed);
-                alloc::boxed::Box::pin(async { Ok(()) })
-            }
-        }
+        s.enqueue(out)
     }
 
     fn channels(&self) -> Vec<(String, usize)> {
