@@ -1,6 +1,8 @@
 // The demo chat: the official socketcluster-client (served by this server from the pinned npm
 // package) subscribes to a channel and publishes to it.
 import { create } from '/socketcluster-client.min.js';
+// Channels with history (`--history`) recover what was published while disconnected.
+import { subscribeWithRecovery } from '/socketcluster-recovery.mjs';
 
 const $ = (id) => document.getElementById(id);
 const params = new URLSearchParams(location.search);
@@ -70,10 +72,14 @@ function show(message) {
 
 async function join(name) {
   if (current) {
+    current.stopRecovery();
     current.kill();
     current.unsubscribe();
   }
-  const channel = socket.subscribe(name);
+  const channel = subscribeWithRecovery(socket, name, {
+    onRecover: ({ recovered, replayed, reason }) =>
+      log(recovered ? `recovered ${replayed} missed message(s)` : `could not recover: ${reason}`),
+  });
   current = channel;
   $('joined').textContent = `joining ${name}…`;
   (async () => {

@@ -55,7 +55,8 @@ fn wait_for(lines: &std::sync::mpsc::Receiver<String>, step: &str) {
 fn two_tabs_chat_through_the_demo_and_reconnect_after_a_restart() {
     let chromium = chromium();
     peers::ensure_npm();
-    let mut server = Peer::start(Path::new(BIN), &["--host", "127.0.0.1", "--port", "0"]);
+    let args = ["--host", "127.0.0.1", "--history", "demo-test=100", "--port"];
+    let mut server = Peer::start(Path::new(BIN), &[&args[..], &["0"]].concat());
     let port = server.port().to_string();
     let shot = Path::new(env!("CARGO_TARGET_TMPDIR")).join("demo.png");
     let _ = std::fs::remove_file(&shot);
@@ -75,7 +76,7 @@ fn two_tabs_chat_through_the_demo_and_reconnect_after_a_restart() {
     wait_for(&lines, "waiting for a restart");
 
     assert!(server.stop(), "the program exits 0 on SIGTERM");
-    let restarted = Peer::start(Path::new(BIN), &["--host", "127.0.0.1", "--port", &port]);
+    let restarted = Peer::start(Path::new(BIN), &[&args[..], &[port.as_str()]].concat());
     let mut stdin = browser.stdin.take().expect("stdin");
     writeln!(stdin, "restarted").expect("tell the browser");
     wait_for(&lines, "both tabs reconnected and resubscribed");

@@ -137,6 +137,9 @@ fn one_port_serves_the_demo_health_metrics_and_socketcluster() {
         "the pinned official ES bundle"
     );
     assert_eq!(get(addr, "/app.js").status, 200);
+    let helper = get(addr, "/socketcluster-recovery.mjs");
+    assert_eq!(helper.status, 200);
+    assert!(helper.body.contains("export function subscribeWithRecovery"));
     assert_eq!(get(addr, "/nothing-here").status, 404);
 
     let health = get(addr, "/health");

@@ -235,3 +235,60 @@ fn presence_spans_processes_and_forgets_a_crashed_one() {
         }
     });
 }
+
+/// The official JS client with `js/socketcluster-recovery.mjs`: cut off on one process while
+/// 10 000 are published, back on the other.
+#[test]
+fn the_js_client_with_the_helper_recovers_on_the_other_process() {
+    const MISSED: u64 = 10_000;
+    peers::ensure_npm();
+    let redis = RedisServer::start();
+    let a = program(&redis, "feed*=20000");
+    let b = program(&redis, "feed*=20000");
+    let proxy = CutProxy::start(a.addr.parse().unwrap());
+    let total = 200 + MISSED;
+    let mut child = std::process::Command::new("node")
+        .arg(peers::interop_dir().join("recovery-client.mjs"))
+        .args([proxy.url(), String::from("feed"), total.to_string()])
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::inherit())
+        .spawn()
+        .expect("node runs");
+    let lines = peers::read_lines(child.stdout.take().expect("stdout"));
+    let next = |kind: &str| -> serde_json::Value {
+        loop {
+            let line =
+                lines.recv_timeout(Duration::from_secs(60)).unwrap_or_else(|_| panic!("no {kind} line"));
+            let v: serde_json::Value =
+                serde_json::from_str(&line).unwrap_or_else(|_| panic!("not JSON: {line}"));
+            assert_ne!(v["type"], "timeout", "the JS client timed out");
+            if v["type"] == kind {
+                return v;
+            }
+        }
+    };
+    next("subscribe");
+    smol::block_on(async {
+        let publisher = client(b.url());
+        for i in 0..100u64 {
+            publisher.invoke_publish("feed", i).await.unwrap();
+        }
+        proxy.cut();
+        next("disconnect");
+        for i in 100..100 + MISSED {
+            publisher.invoke_publish("feed", i).await.unwrap();
+        }
+        proxy.set_upstream(b.addr.parse().unwrap());
+        proxy.reopen();
+        let recover = next("recover");
+        assert_eq!(recover["recovered"], true, "{recover}");
+        for i in 100 + MISSED..total {
+            publisher.invoke_publish("feed", i).await.unwrap();
+        }
+    });
+    let done = next("done");
+    assert_eq!(done["count"], total, "{done}");
+    assert_eq!(done["inOrder"], true, "every publish exactly once, in order: {done}");
+    let _ = child.wait();
+}

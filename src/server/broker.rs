@@ -213,9 +213,15 @@ pub trait Broker: Send + Sync + fmt::Debug + 'static {
         since: Option<Position>,
     ) -> BoxFuture<Result<Option<Recovery>, RemoteError>> {
         let _ = since;
-        let subscribed = self.subscribe(channel, subscriber);
-        alloc::boxed::Box::pin(async move { subscribed.await.map(|()| None) })
+        without_history(self.subscribe(channel, subscriber))
     }
+}
+
+/// A plain subscription as the outcome of [`Broker::subscribe_from`]: no position.
+pub(crate) fn without_history(
+    subscribed: BoxFuture<Result<(), RemoteError>>,
+) -> BoxFuture<Result<Option<Recovery>, RemoteError>> {
+    alloc::boxed::Box::pin(async move { subscribed.await.map(|()| None) })
 }
 
 /// The in-process broker; with [`HistoryRules`] it also keeps channel history (offsets are

@@ -1,6 +1,7 @@
 // The demo page in a real browser (Debian's chromium, headless, driven by playwright-core):
 // two tabs join one channel, the first publishes, the second shows the message; then the
-// server is restarted by the caller and both tabs must reconnect on their own.
+// server is restarted by the caller and both tabs must reconnect on their own (and, the channel
+// having history, say that the restarted server could not recover the gap).
 //
 //   node browser-demo.mjs BASE_URL SCREENSHOT.png
 //
@@ -62,6 +63,13 @@ try {
     await page.waitForFunction(() => document.querySelector('#reconnects').textContent === '1', null, { timeout: WAIT });
     await page.waitForFunction(() => document.querySelector('#state').textContent === 'open', null, { timeout: WAIT });
   }
+  // The channel keeps history (--history), but the restarted server has a new epoch: the page
+  // says the gap could not be recovered.
+  await alice.waitForFunction(
+    () => document.querySelector('#log').textContent.includes('could not recover'),
+    null,
+    { timeout: WAIT },
+  );
   await bob.fill('#text', 'back after the restart');
   await bob.click('#send');
   await seen(alice, 'bob: back after the restart');

@@ -1,5 +1,6 @@
 //! Static files: the built-in demo (compiled in), or a folder (`--static DIR`). The official
-//! browser client is always at `/socketcluster-client.min.js` unless the folder has its own.
+//! browser client is always at `/socketcluster-client.min.js`, and our recovery helper at
+//! `/socketcluster-recovery.mjs`, unless the folder has its own.
 //!
 //! Paths are checked before the file system sees them: percent-decoded, a segment that is `..`,
 //! `.`, empty in the middle, or holds `\` or NUL is refused (403); what resolves outside the
@@ -10,6 +11,9 @@ use std::path::{Path, PathBuf};
 
 /// The official `socketcluster-client` browser bundle, from the pinned npm package (build.rs).
 const CLIENT_BUNDLE: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/socketcluster-client.min.js"));
+
+/// `js/socketcluster-recovery.mjs`: recovery of missed publishes for the official client.
+const RECOVERY_HELPER: &[u8] = include_bytes!("../../../js/socketcluster-recovery.mjs");
 
 const DEMO: &[(&str, &[u8])] = &[
     ("/index.html", include_bytes!("../../../demo/index.html")),
@@ -94,12 +98,14 @@ impl Files {
     }
 }
 
+/// The files served next to any folder: the client bundle and the recovery helper.
 fn bundle(relative: &str) -> Result<File, Miss> {
-    if relative == "socketcluster-client.min.js" {
-        Ok(File { body: Cow::Borrowed(CLIENT_BUNDLE), content_type: content_type(relative) })
-    } else {
-        Err(Miss::NotFound)
-    }
+    let body = match relative {
+        "socketcluster-client.min.js" => CLIENT_BUNDLE,
+        "socketcluster-recovery.mjs" => RECOVERY_HELPER,
+        _ => return Err(Miss::NotFound),
+    };
+    Ok(File { body: Cow::Borrowed(body), content_type: content_type(relative) })
 }
 
 /// `path` percent-decoded and without its leading `/`, or `Forbidden` when a segment could

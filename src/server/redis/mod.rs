@@ -572,8 +572,7 @@ impl Broker for RedisBroker {
         since: Option<Position>,
     ) -> BoxFuture<Result<Option<Recovery>, RemoteError>> {
         let Some(options) = self.shared.history_of(&channel) else {
-            let subscribed = self.subscribe(channel, subscriber);
-            return alloc::boxed::Box::pin(async move { subscribed.await.map(|()| None) });
+            return super::broker::without_history(self.subscribe(channel, subscriber));
         };
         let (tx, caught) = async_channel::unbounded();
         let subscribed = self.subscribe(channel.clone(), Subscriber::filtered(subscriber.id(), tx));
