@@ -33,10 +33,19 @@ fn counters_follow_the_sockets() {
         assert_eq!(s.messages_in, 5);
         let out_before = (s.messages_out, s.bytes_out);
         a.echo(4, json!("x".repeat(1000))).await;
-        let s = h.server.stats();
-        assert_eq!(s.messages_in, 6);
-        assert!(s.messages_out > out_before.0, "{s:?}");
-        assert!(s.bytes_out >= out_before.1 + 1000, "{s:?}");
+        assert_eq!(h.server.stats().messages_in, 6);
+        // The writer counts a frame after writing it: the client may read it first. Wait
+        // (bounded) for the count.
+        let s = util::within(util::LIMIT, "the writer's counters", async {
+            loop {
+                let s = h.server.stats();
+                if s.messages_out > out_before.0 && s.bytes_out >= out_before.1 + 1000 {
+                    return s;
+                }
+                smol::Timer::after(std::time::Duration::from_millis(1)).await;
+            }
+        })
+        .await;
         assert!(s.outbound_high_water >= 1, "{s:?}");
 
         // A bad token, and a refused upgrade.
