@@ -28,8 +28,11 @@
 //! `Arc<[u8; 64]>` (cloned from a pool of 1024 pre-built `Arc`s, so that payload allocation is
 //! not measured, but the reference counting is).
 //!
-//! Executors: tokio `current_thread` (single-threaded) and a tokio multi-thread runtime with 2
-//! workers. The writer and the consumers are all spawned tasks.
+//! Executors: tokio `current_thread` (single-threaded), a tokio multi-thread runtime with 2
+//! workers, and a `smol::Executor` run by 1 thread (the bench's own) or by 2 (one more thread
+//! running it until the bench ends). The writer and the consumers are all spawned tasks. On smol
+//! the step writer yields with the same yield-once future as the live one (smol has no deferred
+//! yield like tokio's).
 //!
 //! Ratios: "ours/best Rust peer" is ours ÷ the fastest of the three Rust peers; "ours/JS" is ours ÷
 //! the JavaScript peer (below 1: ours is faster).
@@ -72,7 +75,7 @@
 //! ```
 //!
 //! Filters are substrings of a timed case's key `scenario/executor/payload/N/` (executor
-//! `current_thread` or `multi_thread2`, payload `u64` or `Arc<[u8;64]>`) or `memory` for the
+//! `current_thread`, `multi_thread2`, `smol1` or `smol2`, payload `u64` or `Arc<[u8;64]>`) or `memory` for the
 //! memory table. The machine should be otherwise idle: the load average is printed at the start
 //! and the end.
 
@@ -360,7 +363,7 @@ impl<T: Payload> Peer<T> for Vec<async_channel::Sender<T>> {
 /// The type-erased entry points of one peer for one payload.
 struct PeerFns {
     name: &'static str,
-    run: fn(&Runtime, Scenario, usize, u64) -> Duration,
+    run: fn(&Driver, Scenario, usize, u64) -> Duration,
     memory: fn(usize, u64, bool) -> MemRow,
 }
 
@@ -404,13 +407,19 @@ impl Scenario {
 enum Exec {
     CurrentThread,
     MultiThread2,
+    Smol1,
+    Smol2,
 }
 
 impl Exec {
+    const ALL: [Exec; 4] = [Exec::CurrentThread, Exec::MultiThread2, Exec::Smol1, Exec::Smol2];
+
     fn name(self) -> &'static str {
         match self {
             Exec::CurrentThread => "tokio current_thread",
             Exec::MultiThread2 => "tokio multi_thread(2)",
+            Exec::Smol1 => "smol Executor(1)",
+            Exec::Smol2 => "smol Executor(2)",
         }
     }
 
@@ -419,15 +428,87 @@ impl Exec {
         match self {
             Exec::CurrentThread => "current_thread",
             Exec::MultiThread2 => "multi_thread2",
+            Exec::Smol1 => "smol1",
+            Exec::Smol2 => "smol2",
         }
     }
 
-    fn runtime(self) -> Runtime {
-        match self {
+    fn driver(self) -> Driver {
+        let tokio = match self {
             Exec::CurrentThread => tokio::runtime::Builder::new_current_thread().build(),
             Exec::MultiThread2 => tokio::runtime::Builder::new_multi_thread().worker_threads(2).build(),
+            Exec::Smol1 => return Driver::smol(1),
+            Exec::Smol2 => return Driver::smol(2),
+        };
+        Driver::Tokio(tokio.expect("build tokio runtime"))
+    }
+}
+
+/// A running executor: a tokio runtime, or a `smol::Executor` run by the calling thread plus
+/// `threads - 1` more.
+enum Driver {
+    Tokio(Runtime),
+    Smol {
+        ex: Arc<smol::Executor<'static>>,
+        /// Dropping it stops the extra threads.
+        stop: Option<async_channel::Sender<()>>,
+        threads: Vec<std::thread::JoinHandle<()>>,
+    },
+}
+
+impl Driver {
+    fn smol(threads: usize) -> Self {
+        let ex = Arc::new(smol::Executor::new());
+        let (stop, stopped) = async_channel::bounded::<()>(1);
+        let threads = (1..threads)
+            .map(|_| {
+                let (ex, stopped) = (ex.clone(), stopped.clone());
+                std::thread::spawn(move || smol::block_on(ex.run(stopped.recv())).unwrap_or_default())
+            })
+            .collect();
+        Driver::Smol { ex, stop: Some(stop), threads }
+    }
+
+    /// Runs `future` to completion on this thread, as one of the executor's workers.
+    fn block_on<F: Future>(&self, future: F) -> F::Output {
+        match self {
+            Driver::Tokio(rt) => rt.block_on(future),
+            Driver::Smol { ex, .. } => smol::block_on(ex.run(future)),
         }
-        .expect("build tokio runtime")
+    }
+
+    fn spawn<F: Future<Output: Send> + Send + 'static>(&self, future: F) -> Join<F::Output> {
+        match self {
+            Driver::Tokio(rt) => Join::Tokio(rt.spawn(future)),
+            Driver::Smol { ex, .. } => Join::Smol(ex.spawn(future)),
+        }
+    }
+}
+
+impl Drop for Driver {
+    fn drop(&mut self) {
+        if let Driver::Smol { stop, threads, .. } = self {
+            drop(stop.take());
+            for t in threads.drain(..) {
+                t.join().expect("smol worker panicked");
+            }
+        }
+    }
+}
+
+/// A spawned task's handle on either executor.
+enum Join<T> {
+    Tokio(tokio::task::JoinHandle<T>),
+    Smol(smol::Task<T>),
+}
+
+impl<T> Join<T> {
+    /// Its output; panics if the task panicked.
+    async fn join(self) -> T {
+        match self {
+            Join::Tokio(handle) => handle.await.expect("task panicked"),
+            Join::Smol(task) => task.await,
+        }
     }
 }
 
@@ -458,7 +539,7 @@ enum Yield {
     Never,
     /// A [`YieldNow`] every [`YIELD_EVERY`] writes (live).
     Every64,
-    /// `tokio::task::yield_now` after each write (step).
+    /// `tokio::task::yield_now` after each write on tokio, a [`YieldNow`] on smol (step).
     EachWrite,
 }
 
@@ -470,7 +551,10 @@ async fn write<P: Peer<T>, T: Payload>(tx: P, messages: u64, how: Yield) {
             Yield::Never => {}
             Yield::Every64 if (i + 1) % YIELD_EVERY == 0 => YieldNow::default().await,
             Yield::Every64 => {}
-            Yield::EachWrite => tokio::task::yield_now().await,
+            Yield::EachWrite if tokio::runtime::Handle::try_current().is_ok() => {
+                tokio::task::yield_now().await
+            }
+            Yield::EachWrite => YieldNow::default().await,
         }
     }
     tx.finish();
@@ -492,10 +576,10 @@ async fn consume<T: Payload, R: Receive<T>>(rx: &mut R, limit: u64) -> u64 {
 
 /// Spawns one task per receiver that reads until the channel ends and checks it got everything.
 /// Each task returns its receiver, so that teardown happens after the timer stops.
-fn spawn_consumers<T: Payload, R: Receive<T>>(rxs: Vec<R>, messages: u64) -> Vec<tokio::task::JoinHandle<R>> {
+fn spawn_consumers<T: Payload, R: Receive<T>>(driver: &Driver, rxs: Vec<R>, messages: u64) -> Vec<Join<R>> {
     rxs.into_iter()
         .map(|mut rx| {
-            tokio::spawn(async move {
+            driver.spawn(async move {
                 let got = consume(&mut rx, u64::MAX).await;
                 assert_eq!(got, messages, "a consumer missed messages");
                 rx
@@ -505,26 +589,26 @@ fn spawn_consumers<T: Payload, R: Receive<T>>(rxs: Vec<R>, messages: u64) -> Vec
 }
 
 /// One timed repetition of a case.
-fn run<P: Peer<T>, T: Payload>(rt: &Runtime, scenario: Scenario, n: usize, messages: u64) -> Duration {
+fn run<P: Peer<T>, T: Payload>(driver: &Driver, scenario: Scenario, n: usize, messages: u64) -> Duration {
     let capacity = usize::try_from(messages).expect("messages fit in usize");
     let (tx, rxs) = P::open(n, capacity);
-    rt.block_on(async move {
+    driver.block_on(async move {
         let start = Instant::now();
         let consumers = match scenario {
             Scenario::Live | Scenario::Step => {
-                let consumers = spawn_consumers(rxs, messages);
+                let consumers = spawn_consumers(driver, rxs, messages);
                 let how = if scenario == Scenario::Live { Yield::Every64 } else { Yield::EachWrite };
-                tokio::spawn(write(tx, messages, how)).await.expect("writer panicked");
+                driver.spawn(write(tx, messages, how)).join().await;
                 consumers
             }
             Scenario::Drain => {
-                tokio::spawn(write(tx, messages, Yield::Never)).await.expect("writer panicked");
-                spawn_consumers(rxs, messages)
+                driver.spawn(write(tx, messages, Yield::Never)).join().await;
+                spawn_consumers(driver, rxs, messages)
             }
         };
         let mut done = Vec::with_capacity(n);
         for c in consumers {
-            done.push(c.await.expect("consumer panicked"));
+            done.push(c.join().await);
         }
         let elapsed = start.elapsed();
         drop(done);
@@ -560,9 +644,9 @@ fn timed_table(cfg: &Config) {
     );
     // Scenario, executor and payload; then N, messages, the peers, JS and the two ratios.
     println!("|---|---|---|{}", "---:|".repeat(names.len() + 5));
-    let runtimes = [Exec::CurrentThread, Exec::MultiThread2].map(|e| (e, e.runtime()));
+    let drivers = Exec::ALL.map(|e| (e, e.driver()));
     for scenario in [Scenario::Live, Scenario::Step, Scenario::Drain] {
-        for (exec, rt) in &runtimes {
+        for (exec, rt) in &drivers {
             timed_rows::<u64>(cfg, rt, *exec, scenario);
             timed_rows::<Arc<[u8; 64]>>(cfg, rt, *exec, scenario);
         }
@@ -570,7 +654,7 @@ fn timed_table(cfg: &Config) {
     println!();
 }
 
-fn timed_rows<T: Payload>(cfg: &Config, rt: &Runtime, exec: Exec, scenario: Scenario) {
+fn timed_rows<T: Payload>(cfg: &Config, rt: &Driver, exec: Exec, scenario: Scenario) {
     let peers = peers::<T>();
     for &n in cfg.consumers {
         if !cfg.wants(&format!("{}/{}/{}/{n}/", scenario.name(), exec.key(), T::NAME)) {

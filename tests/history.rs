@@ -131,17 +131,38 @@ async fn publishes_carry_positions_and_acks_carry_the_channel_position(rt: Rt) {
     let h = Harness::start(rt, options(100)).await;
     let (mut c, _) = Raw::open(h.addr).await;
     let ack = c.call(2, "#subscribe", json!({"channel": "feed"})).await;
-    let epoch = ack["data"]["epoch"].as_str().expect("an epoch").to_string();
-    assert_eq!(ack, json!({"rid": 2, "data": {"channel": "feed", "offset": 0, "epoch": epoch}}));
+    // No publish yet: offset 0 in an "empty view" epoch (`BASE-MS-0`); nothing is stored.
+    let empty = ack["data"]["epoch"].as_str().expect("an epoch").to_string();
+    assert!(empty.ends_with("-0"), "{empty}");
+    assert_eq!(ack, json!({"rid": 2, "data": {"channel": "feed", "offset": 0, "epoch": empty}}));
     publish(&h, "feed", 0..2).await;
+    // The first publish begins the channel's history, in its own epoch.
+    let first = c.packet().await;
+    let epoch = first["data"]["epoch"].as_str().expect("an epoch").to_string();
+    assert_ne!(epoch, empty);
+    assert_eq!(
+        first,
+        json!({"event": "#publish", "data": {"channel": "feed", "data": 0, "offset": 1, "epoch": epoch}})
+    );
+    assert_eq!(
+        c.packet().await,
+        json!({"event": "#publish", "data": {"channel": "feed", "data": 1, "offset": 2, "epoch": epoch}})
+    );
+    // Recovering from the empty view replays the whole history, then says so.
+    c.call(3, "#unsubscribe", json!("feed")).await;
+    let recover = json!({"channel": "feed", "data": {"recover": {"offset": 0, "epoch": empty}}});
+    c.json(json!({"event": "#subscribe", "data": recover, "cid": 4})).await;
     for offset in 1..=2u64 {
-        assert_eq!(
-            c.packet().await,
-            json!({"event": "#publish", "data": {"channel": "feed", "data": offset - 1, "offset": offset, "epoch": epoch}})
-        );
+        assert_eq!(c.packet().await["data"]["offset"], offset);
     }
+    let ack = c.packet().await;
+    assert_eq!(
+        (ack["rid"].clone(), ack["data"]["recovered"].clone(), ack["data"]["replayed"].clone()),
+        (json!(4), json!(true), json!(2)),
+        "{ack}"
+    );
     // A channel without history: SocketCluster's frames, untouched.
-    c.subscribe(3, "plain").await;
+    c.subscribe(5, "plain").await;
     h.server.exchange().invoke_publish("plain", 1).await.unwrap();
     assert_eq!(c.packet().await, json!({"event": "#publish", "data": {"channel": "plain", "data": 1}}));
 }

@@ -144,6 +144,56 @@ fn a_subscriber_cut_off_recovers_everything_on_the_other_process() {
 }
 
 #[test]
+fn a_channel_without_publishes_costs_nothing_in_redis_and_its_subscriber_misses_nothing() {
+    let redis = RedisServer::start();
+    let a = program(&redis, "feed*=100");
+    let b = program(&redis, "feed*=100");
+    let history_keys = || -> Vec<String> {
+        let keys: Vec<String> = redis.query(redis::cmd("KEYS").arg("*"));
+        keys.into_iter().filter(|k| k.ends_with(":meta") || k.ends_with(":history")).collect()
+    };
+    smol::block_on(async {
+        let proxy = CutProxy::start(a.addr.parse().unwrap());
+        let sub = client(proxy.url());
+        let mut events = sub.events();
+        let mut feed = subscribed(&sub, "feed-quiet").await;
+        let mut others = Vec::new();
+        for i in 0..100 {
+            others.push(subscribed(&sub, &format!("feed-{i}")).await);
+        }
+        assert_eq!(history_keys(), Vec::<String>::new(), "subscriptions alone wrote history keys");
+        let seen = sub.channel_position("feed-quiet").expect("a position from the ack");
+        assert_eq!(seen.offset, 0);
+
+        proxy.cut();
+        until(&mut events, "disconnect", |e| matches!(e, ClientEvent::Disconnect { .. })).await;
+        let publisher = client(b.url());
+        for i in 0..5u64 {
+            publisher.invoke_publish("feed-quiet", i).await.unwrap();
+        }
+        // The channel's keys expire unless it is used (HistoryOptions::meta_ttl, one day).
+        let keys = history_keys();
+        assert_eq!(keys.len(), 2, "{keys:?}");
+        for key in &keys {
+            let ttl: i64 = redis.query(redis::cmd("PTTL").arg(key));
+            assert!(ttl > 0 && ttl <= 24 * 3600 * 1000, "{key}: {ttl}");
+        }
+        proxy.set_upstream(b.addr.parse().unwrap());
+        proxy.reopen();
+        // It had seen the channel empty: the whole history is what it missed.
+        let e = until(
+            &mut events,
+            "recover",
+            |e| matches!(e, ClientEvent::Recover { channel, .. } if channel == "feed-quiet"),
+        )
+        .await;
+        let ClientEvent::Recover { result: Ok(5), .. } = e else { panic!("{e:?}") };
+        assert_eq!(take(&mut feed, 5).await, [0, 1, 2, 3, 4]);
+        assert_eq!(sub.channel_position("feed-quiet").map(|p| p.offset), Some(5));
+    });
+}
+
+#[test]
 fn recovery_past_the_bound_across_processes_says_it_cannot() {
     let redis = RedisServer::start();
     let a = program(&redis, "feed*=10");

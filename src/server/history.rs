@@ -21,24 +21,49 @@ use crate::protocol::{Error, RemoteError};
 
 /// How much history a channel keeps: the last `max_len` publishes, and (with `ttl`) only those
 /// younger than it. `max_len` also bounds a replay.
+///
+/// A channel nobody publishes to or subscribes to for `meta_ttl` (at least `ttl`) is forgotten
+/// altogether — its publishes and its position (in process and in Redis alike), so that
+/// channel names used once do not pile up. A subscriber that comes back after that is told
+/// the history cannot be recovered. Subscribing to a channel that has had no publish yet
+/// stores nothing.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct HistoryOptions {
     /// Publishes kept (at least 1).
     pub max_len: usize,
     /// Publishes older than this are dropped (`None`: kept until `max_len` pushes them out).
     pub ttl: Option<Duration>,
+    /// How long an idle channel's history and position are kept (default
+    /// [`DEFAULT_META_TTL`](Self::DEFAULT_META_TTL)).
+    pub meta_ttl: Duration,
 }
 
 impl HistoryOptions {
+    /// How long an idle channel's history is kept by default: one day.
+    pub const DEFAULT_META_TTL: Duration = Duration::from_secs(24 * 3600);
+
     /// The last `max_len` publishes.
     pub fn last(max_len: usize) -> Self {
-        Self { max_len: max_len.max(1), ttl: None }
+        Self { max_len: max_len.max(1), ttl: None, meta_ttl: Self::DEFAULT_META_TTL }
     }
 
     /// Also drop publishes older than `ttl`.
     pub fn with_ttl(mut self, ttl: Duration) -> Self {
         self.ttl = Some(ttl);
         self
+    }
+
+    /// Forget a channel (publishes and position) after `meta_ttl` without publishes or
+    /// subscriptions (never sooner than `ttl`).
+    pub fn with_meta_ttl(mut self, meta_ttl: Duration) -> Self {
+        self.meta_ttl = meta_ttl;
+        self
+    }
+
+    /// After how long without publishes or subscriptions a channel is forgotten.
+    pub(crate) fn forget_after(&self) -> Duration {
+        self.ttl.map_or(self.meta_ttl, |ttl| ttl.max(self.meta_ttl))
     }
 }
 
@@ -127,8 +152,15 @@ fn glob(pattern: &str, name: &str) -> bool {
 
 /// Why recovering from `since` is not possible in a history at `epoch` whose last offset is
 /// `top` and oldest kept offset `oldest` (`top + 1` when empty); `None` when it is.
-pub(crate) fn refusal(since: &Position, epoch: &str, top: u64, oldest: u64) -> Option<String> {
-    if since.epoch != epoch {
+pub(crate) fn refusal(
+    since: &Position,
+    epoch: &str,
+    top: u64,
+    oldest: u64,
+    options: &HistoryOptions,
+) -> Option<String> {
+    let began_since = since.offset == 0 && began_after(&since.epoch, epoch, options.forget_after());
+    if since.epoch != epoch && !began_since {
         Some(String::from("the channel's history was lost (another epoch): refetch"))
     } else if since.offset > top {
         Some(alloc::format!("offset {} is ahead of the channel (last offset {top})", since.offset))
@@ -140,6 +172,29 @@ pub(crate) fn refusal(since: &Position, epoch: &str, top: u64, oldest: u64) -> O
     } else {
         None
     }
+}
+
+/// An epoch is `BASE-MS-N`: a random base (new when the process starts, or for Redis when its
+/// data is lost), the time (ms) the channel's history began and a number (≥ 1) unique per history
+/// begun under the base. A subscriber of a channel without history yet gets `BASE-NOW-0` and
+/// offset 0, and nothing is stored for it.
+pub(crate) fn epoch_at(base: &str, ms: u64, n: u64) -> String {
+    alloc::format!("{base}-{ms}-{n}")
+}
+
+/// Whether a history at `epoch` began after a subscriber saw the channel empty at `seen` (the
+/// `BASE-MS-0` it was given then), and soon enough after it that no history of the channel can
+/// have begun and been forgotten in between (that takes `forget_after` without activity): then
+/// the subscriber missed nothing before the history's first offset.
+fn began_after(seen: &str, epoch: &str, forget_after: Duration) -> bool {
+    fn parts(e: &str) -> Option<(&str, u64, u64)> {
+        let mut it = e.rsplitn(3, '-');
+        let n = it.next()?.parse().ok()?;
+        let ms = it.next()?.parse().ok()?;
+        Some((it.next()?, ms, n))
+    }
+    let (Some((seen_base, s, 0)), Some((base, t, n))) = (parts(seen), parts(epoch)) else { return false };
+    n > 0 && seen_base == base && s <= t && u128::from(t - s) < forget_after.as_millis()
 }
 
 /// A recovery request: the last position the subscriber saw.
@@ -197,16 +252,14 @@ struct Entry {
 struct ChannelHistory {
     options: HistoryOptions,
     epoch: String,
-    /// The offset of the last publish (0: none yet).
+    /// The offset of the last publish.
     top: u64,
     entries: VecDeque<Entry>,
+    /// The last publish or subscription (see [`HistoryOptions::meta_ttl`]).
+    touched: Instant,
 }
 
 impl ChannelHistory {
-    fn new(options: HistoryOptions) -> Self {
-        Self { options, epoch: new_epoch(), top: 0, entries: VecDeque::new() }
-    }
-
     fn trim(&mut self, now: Instant) {
         while self.entries.len() > self.options.max_len {
             self.entries.pop_front();
@@ -229,11 +282,33 @@ pub(crate) fn new_epoch() -> String {
     alloc::format!("{n:016x}")
 }
 
+/// How often, at most, the histories are swept for channels to forget.
+const SWEEP_EVERY: Duration = Duration::from_secs(10);
+
 /// The histories of one process's channels.
-#[derive(Default)]
 pub(crate) struct Histories {
     rules: HistoryRules,
+    /// The base of this process's epochs (see [`epoch_at`]).
+    base: String,
+    started: Instant,
+    /// Histories begun so far (the `N` of the last epoch).
+    begun: u64,
     channels: HashMap<String, ChannelHistory>,
+    swept: Instant,
+}
+
+impl Default for Histories {
+    fn default() -> Self {
+        let now = Instant::now();
+        Self {
+            rules: HistoryRules::default(),
+            base: new_epoch(),
+            started: now,
+            begun: 0,
+            channels: HashMap::new(),
+            swept: now,
+        }
+    }
 }
 
 impl fmt::Debug for Histories {
@@ -250,22 +325,41 @@ impl Histories {
         self.rules = rules;
     }
 
-    fn channel(&mut self, channel: &str) -> Option<&mut ChannelHistory> {
-        if !self.channels.contains_key(channel) {
-            let options = self.rules.for_channel(channel)?;
-            self.channels.insert(String::from(channel), ChannelHistory::new(options));
+    /// The epoch of a history that begins at `now` (`n` ≥ 1), or of a subscriber's view of a
+    /// channel without one (`n` = 0).
+    fn epoch_now(&self, now: Instant, n: u64) -> String {
+        epoch_at(&self.base, now.duration_since(self.started).as_millis() as u64, n)
+    }
+
+    /// Forgets the channels idle for longer than their `forget_after` (at most every
+    /// [`SWEEP_EVERY`]).
+    fn sweep(&mut self, now: Instant) {
+        if now.duration_since(self.swept) < SWEEP_EVERY {
+            return;
         }
-        self.channels.get_mut(channel)
+        self.swept = now;
+        self.channels.retain(|_, h| now.duration_since(h.touched) < h.options.forget_after());
     }
 
     /// A publication of `data` to `channel`: with the next position (and kept) when the
     /// channel has history.
     pub(crate) fn publish(&mut self, channel: &str, data: Option<Value>) -> Result<Publication, Error> {
-        let Some(h) = self.channel(channel) else { return Publication::new(channel, data) };
+        let now = Instant::now();
+        self.sweep(now);
+        if !self.channels.contains_key(channel) {
+            let Some(options) = self.rules.for_channel(channel) else {
+                return Publication::new(channel, data);
+            };
+            self.begun += 1;
+            let epoch = self.epoch_now(now, self.begun);
+            let h = ChannelHistory { options, epoch, top: 0, entries: VecDeque::new(), touched: now };
+            self.channels.insert(String::from(channel), h);
+        }
+        let Some(h) = self.channels.get_mut(channel) else { return Publication::new(channel, data) };
         let position = Position { offset: h.top + 1, epoch: h.epoch.clone() };
         let publication = Publication::at(channel, data, position)?;
         h.top += 1;
-        let now = Instant::now();
+        h.touched = now;
         h.entries.push_back(Entry { offset: h.top, at: now, publication: publication.clone() });
         h.trim(now);
         Ok(publication)
@@ -278,12 +372,24 @@ impl Histories {
         channel: &str,
         since: Option<&Since>,
     ) -> Option<(Recovery, Vec<Publication>)> {
-        let h = self.channel(channel)?;
-        h.trim(Instant::now());
+        let now = Instant::now();
+        self.sweep(now);
+        let Some(h) = self.channels.get_mut(channel) else {
+            // No history yet: nothing is stored for this subscriber.
+            let options = self.rules.for_channel(channel)?;
+            let position = Position { offset: 0, epoch: self.epoch_now(now, 0) };
+            let result = since.map(|since| match refusal(since, &position.epoch, 0, 1, &options) {
+                Some(reason) => Err(reason),
+                None => Ok(0),
+            });
+            return Some((Recovery { position, result }, Vec::new()));
+        };
+        h.touched = now;
+        h.trim(now);
         let position = h.position();
         let Some(since) = since else { return Some((Recovery { position, result: None }, Vec::new())) };
         let oldest = h.entries.front().map_or(h.top + 1, |e| e.offset);
-        let failed = refusal(since, &h.epoch, h.top, oldest);
+        let failed = refusal(since, &h.epoch, h.top, oldest, &h.options);
         if let Some(reason) = failed {
             return Some((Recovery { position, result: Some(Err(reason)) }, Vec::new()));
         }
@@ -340,6 +446,58 @@ mod tests {
         assert!(matches!(h.recover("c", Some(&wrong)).unwrap().0.result, Some(Err(_))));
         assert_eq!(h.recover("c", None).unwrap().0.result, None);
         assert!(h.recover("other", None).is_none());
+    }
+
+    #[test]
+    fn a_channel_without_publishes_stores_nothing_and_its_subscribers_miss_nothing() {
+        let mut h = Histories::default();
+        h.set_rules(HistoryRules::new().pattern("c*", HistoryOptions::last(10)));
+        for i in 0..1000 {
+            let (r, replay) = h.recover(&alloc::format!("c{i}"), None).unwrap();
+            assert_eq!((r.position.offset, replay.len()), (0, 0));
+        }
+        assert!(h.channels.is_empty(), "subscribing stored history state");
+        // Seen empty, then three publishes: recovering from offset 0 replays all three.
+        let (seen, _) = h.recover("c", None).unwrap();
+        for i in 1..=3 {
+            h.publish("c", Some(Value::from(i))).unwrap();
+        }
+        let (r, replay) = h.recover("c", Some(&seen.position)).unwrap();
+        assert_eq!((r.result, replay.len()), (Some(Ok(3)), 3));
+        // An epoch of another base, or from before the channel's forgetting time, is refused.
+        let other = Position { offset: 0, epoch: epoch_at("0123456789abcdef", 0, 0) };
+        assert!(matches!(h.recover("c", Some(&other)).unwrap().0.result, Some(Err(_))));
+        let long_ago = epoch_at(&h.base, 0, 0);
+        let after = HistoryOptions::last(1).with_meta_ttl(Duration::from_millis(5)).forget_after();
+        assert!(began_after(&long_ago, &epoch_at(&h.base, 4, 1), after));
+        assert!(!began_after(&long_ago, &epoch_at(&h.base, 5, 1), after), "could have been forgotten");
+        assert!(!began_after(&epoch_at(&h.base, 6, 0), &epoch_at(&h.base, 5, 1), after), "began before");
+        // Only an empty view (N = 0) stands for "nothing seen": another history's epoch does not.
+        assert!(!began_after(&epoch_at(&h.base, 0, 2), &epoch_at(&h.base, 4, 1), after));
+        // A non-zero offset must match the epoch exactly.
+        let ahead = Position { offset: 1, epoch: seen.position.epoch.clone() };
+        assert!(matches!(h.recover("c", Some(&ahead)).unwrap().0.result, Some(Err(_))));
+    }
+
+    #[test]
+    fn an_idle_channel_is_forgotten_and_its_subscribers_are_told() {
+        let mut h = Histories::default();
+        let options = HistoryOptions::last(10).with_meta_ttl(Duration::ZERO);
+        h.set_rules(HistoryRules::new().pattern("c", options).pattern("kept", HistoryOptions::last(10)));
+        h.publish("c", Some(Value::from(1))).unwrap();
+        h.publish("kept", Some(Value::from(1))).unwrap();
+        let before = pos(1, &h);
+        // The next operation after SWEEP_EVERY forgets it.
+        h.swept = h.swept.checked_sub(SWEEP_EVERY).unwrap();
+        let (r, _) = h.recover("c", Some(&before)).unwrap();
+        assert!(!h.channels.contains_key("c"));
+        assert!(h.channels.contains_key("kept"), "a channel inside its meta_ttl was forgotten");
+        assert!(matches!(r.result, Some(Err(_))), "{r:?}");
+        // Published again, it starts over in a new epoch.
+        let p = h.publish("c", Some(Value::from(2))).unwrap();
+        let again = p.position().unwrap();
+        assert_eq!(again.offset, 1);
+        assert_ne!(again.epoch, before.epoch);
     }
 
     #[test]

@@ -1,11 +1,15 @@
 //! Channel history in Redis, shared by every process (plain Redis; not on Redis Cluster).
 //!
-//! Per channel, three keys in one hash slot (`{sc:CHANNEL}:offset|epoch|history`): the last
-//! offset (`INCR`), the epoch (set once, randomly), and a stream of the published payloads with
-//! ids `0-OFFSET` (`XADD ... MAXLEN N`). A publish runs one script that takes the next offset,
-//! completes the frame with it, appends it and `PUBLISH`es it — atomic, so every process sees
-//! the same offsets in the same order. Processes deliver history publishes when Redis sends them
-//! back (their own too), so local and remote subscribers see one order.
+//! Per channel, two keys in one hash slot: `{sc:CHANNEL}:meta`, a hash of the last offset (`o`,
+//! `HINCRBY`) and the epoch (`e`), and `{sc:CHANNEL}:history`, a stream of the published
+//! payloads with ids `0-OFFSET` (`XADD ... MAXLEN N`); both expire after the channel's
+//! `forget_after` without publishes or subscriptions. An epoch is `BASE-MS-N`: the base is one
+//! random value for all channels (hash `sc:history-base`, new if Redis loses its data, with the
+//! counter N), MS the time (Redis's clock) the channel's history began. A publish runs one script that takes the next
+//! offset, completes the frame with it, appends it and `PUBLISH`es it — atomic, so every process
+//! sees the same offsets in the same order. Processes deliver history publishes when Redis sends
+//! them back (their own too), so local and remote subscribers see one order. A subscription to
+//! a channel without history yet writes nothing (its epoch is `BASE-NOW-0`, offset 0).
 //!
 //! Recovery: the new subscriber is put on the channel with a buffer in front of it, subscribed
 //! in Redis as usual, then the stream is read from the requested offset (`XRANGE`); the replay
@@ -30,24 +34,54 @@ use crate::server::history::{HistoryOptions, Recovery, new_epoch, refusal};
 /// The instance id of history payloads: every process (the publisher too) delivers them.
 const ANY_INSTANCE: &str = "0000000000000000";
 
+/// `BASE-MS-N` in Lua (see `history::epoch_at`): the base (created if missing), Redis's time and,
+/// for a history that begins (`begin`), the next number of the base, else 0.
+const EPOCH_NOW: &str = r#"
+local function epoch_now(base_key, new_base, begin)
+  redis.call('HSETNX', base_key, 'b', new_base)
+  local base = redis.call('HGET', base_key, 'b')
+  local n = 0
+  if begin then n = redis.call('HINCRBY', base_key, 'n', 1) end
+  local t = redis.call('TIME')
+  return base .. '-' .. t[1] .. string.format('%03d', math.floor(t[2] / 1000)) .. '-' .. n
+end
+"#;
+
+/// KEYS: meta, stream, base. ARGV: Redis channel, payload up to the offset, max_len, a new
+/// base, the time (ms), forget_after (ms).
 const PUBLISH: &str = r#"
-local epoch = redis.call('GET', KEYS[2])
-if not epoch then epoch = ARGV[4]; redis.call('SET', KEYS[2], epoch) end
-local offset = redis.call('INCR', KEYS[1])
+local epoch = redis.call('HGET', KEYS[1], 'e')
+if not epoch then
+  epoch = epoch_now(KEYS[3], ARGV[4], true)
+  redis.call('DEL', KEYS[2])
+  redis.call('HSET', KEYS[1], 'e', epoch)
+end
+local offset = redis.call('HINCRBY', KEYS[1], 'o', 1)
 local payload = ARGV[2] .. offset .. ',"epoch":"' .. epoch .. '"}}'
-redis.call('XADD', KEYS[3], 'MAXLEN', ARGV[3], '0-' .. offset, 'p', payload, 't', ARGV[5])
+redis.call('XADD', KEYS[2], 'MAXLEN', ARGV[3], '0-' .. offset, 'p', payload, 't', ARGV[5])
+redis.call('PEXPIRE', KEYS[1], ARGV[6])
+redis.call('PEXPIRE', KEYS[2], ARGV[6])
 redis.call('PUBLISH', ARGV[1], payload)
 return offset
 "#;
 
+/// KEYS: meta, stream, base. ARGV: the first offset to read ('': none), max_len, a new base,
+/// forget_after (ms). Returns `{top, epoch, entries}`.
 const RECOVER: &str = r#"
-local epoch = redis.call('GET', KEYS[2])
-if not epoch then epoch = ARGV[3]; redis.call('SET', KEYS[2], epoch) end
-local top = redis.call('GET', KEYS[1]) or '0'
+local epoch = redis.call('HGET', KEYS[1], 'e')
+if not epoch then return {'0', epoch_now(KEYS[3], ARGV[3], false), {}} end
+local top = redis.call('HGET', KEYS[1], 'o') or '0'
+redis.call('PEXPIRE', KEYS[1], ARGV[4])
+redis.call('PEXPIRE', KEYS[2], ARGV[4])
 if ARGV[1] == '' then return {top, epoch, {}} end
-local entries = redis.call('XRANGE', KEYS[3], '0-' .. ARGV[1], '+', 'COUNT', ARGV[2])
+local entries = redis.call('XRANGE', KEYS[2], '0-' .. ARGV[1], '+', 'COUNT', ARGV[2])
 return {top, epoch, entries}
 "#;
+
+/// A script with the epoch function in front of it.
+fn script(body: &str) -> String {
+    alloc::format!("{EPOCH_NOW}{body}")
+}
 
 fn now_ms() -> u64 {
     SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64)
@@ -81,19 +115,20 @@ pub(super) fn outgoing(
     let frame = packet::encode_publish_at(channel, data, Some(&stub))
         .map_err(|e| RemoteError::new("InvalidArgumentsError", alloc::format!("{e}")))?;
     let head = frame.strip_suffix(r#"0,"epoch":""}}"#).unwrap_or(&frame);
-    let [offset, epoch, history] = names::history_keys(&shared.options.prefix, channel);
+    let [meta, history, base] = names::history_keys(&shared.options.prefix, channel);
     let redis_channel = shared.options.redis_channel(channel);
     let args = alloc::vec![
-        String::from(PUBLISH),
+        script(PUBLISH),
         String::from("3"),
-        offset,
-        epoch,
+        meta,
         history,
+        base,
         redis_channel.clone(),
         alloc::format!("{ANY_INSTANCE}{head}"),
         alloc::format!("{}", options.max_len),
         new_epoch(),
         alloc::format!("{}", now_ms()),
+        alloc::format!("{}", options.forget_after().as_millis()),
     ];
     Ok(Outgoing { channel: redis_channel, payload: Vec::new(), script: Some(args) })
 }
@@ -177,16 +212,17 @@ async fn read(
     since: Option<&Position>,
     options: HistoryOptions,
 ) -> Result<(Recovery, Vec<Publication>), RemoteError> {
-    let [offset, epoch, history] = names::history_keys(&shared.options.prefix, channel);
+    let [meta, history, base] = names::history_keys(&shared.options.prefix, channel);
     let mut conn = single(shared)?;
     let first = since.map_or(String::new(), |s| alloc::format!("{}", s.offset.saturating_add(1)));
-    let reply: redis::Value = redis::Script::new(RECOVER)
-        .key(offset)
-        .key(epoch)
+    let reply: redis::Value = redis::Script::new(&script(RECOVER))
+        .key(meta)
         .key(history)
+        .key(base)
         .arg(first)
         .arg(options.max_len)
         .arg(new_epoch())
+        .arg(options.forget_after().as_millis() as u64)
         .invoke_async(&mut conn)
         .await
         .map_err(|e| broker_error("reading the channel's history failed", e))?;
@@ -207,7 +243,7 @@ async fn read(
     // The stream holds at most `max_len` entries, so this read reaches its end: the first one
     // alive is the oldest the replay can start from.
     let oldest = entries.iter().find(|(_, _, at)| alive(*at)).map_or(top + 1, |(o, ..)| *o);
-    if let Some(reason) = refusal(since, &position.epoch, top, oldest) {
+    if let Some(reason) = refusal(since, &position.epoch, top, oldest, &options) {
         return Ok((Recovery { position, result: Some(Err(reason)) }, Vec::new()));
     }
     let mut replay = Vec::with_capacity(entries.len());

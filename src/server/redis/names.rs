@@ -63,13 +63,14 @@ pub(super) fn sc_channel(prefix: &str, name: &[u8]) -> Option<String> {
     String::from_utf8(bytes).ok()
 }
 
-/// The keys of a channel's history (one hash slot): the last offset, the epoch, the stream.
+/// The keys of a channel's history: its hash (last offset `o`, epoch `e`) and its stream (one
+/// hash slot); then the base of every channel's epoch.
 pub(super) fn history_keys(prefix: &str, channel: &str) -> [String; 3] {
     let tag = redis_channel(prefix, channel);
     [
-        alloc::format!("{{{tag}}}:offset"),
-        alloc::format!("{{{tag}}}:epoch"),
+        alloc::format!("{{{tag}}}:meta"),
         alloc::format!("{{{tag}}}:history"),
+        alloc::format!("{prefix}history-base"),
     ]
 }
 
