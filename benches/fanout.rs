@@ -66,11 +66,11 @@
 //! # Reproduce
 //!
 //! ```text
-//! cargo bench --bench fanout              # full run (about 2.5 minutes on 2 cores)
+//! cargo bench --bench fanout              # full run (about 25 minutes on 2 cores; `-- live/ drain/ memory`: 10)
 //! cargo bench --bench fanout -- --quick   # CI smoke run; same as FANOUT_QUICK=1
 //! cargo bench --bench fanout -- drain/current_thread/u64/1000/ memory   # only matching cases
-//! FANOUT_JS=1 cargo bench --bench fanout  # with the JavaScript peer, npm ci if needed (3 minutes)
-//! FANOUT_JS=1 cargo bench --bench fanout -- current_thread memory   # where JS has a column (1.6 minutes)
+//! FANOUT_JS=1 cargo bench --bench fanout  # with the JavaScript peer, npm ci if needed
+//! FANOUT_JS=1 cargo bench --bench fanout -- current_thread memory   # where JS has a column
 //! (cd benches/js && npm ci && node --expose-gc fanout.mjs live 100 20000 buffer)   # JS alone
 //! ```
 //!
