@@ -450,8 +450,8 @@ enum Driver {
     Tokio(Runtime),
     Smol {
         ex: Arc<smol::Executor<'static>>,
-        /// Dropping it stops the extra threads.
-        stop: Option<async_channel::Sender<()>>,
+        /// Closing it stops the extra threads.
+        stop: async_channel::Sender<()>,
         threads: Vec<std::thread::JoinHandle<()>>,
     },
 }
@@ -466,7 +466,7 @@ impl Driver {
                 std::thread::spawn(move || smol::block_on(ex.run(stopped.recv())).unwrap_or_default())
             })
             .collect();
-        Driver::Smol { ex, stop: Some(stop), threads }
+        Driver::Smol { ex, stop, threads }
     }
 
     /// Runs `future` to completion on this thread, as one of the executor's workers.
@@ -488,7 +488,7 @@ impl Driver {
 impl Drop for Driver {
     fn drop(&mut self) {
         if let Driver::Smol { stop, threads, .. } = self {
-            drop(stop.take());
+            stop.close();
             for t in threads.drain(..) {
                 t.join().expect("smol worker panicked");
             }
@@ -539,7 +539,9 @@ enum Yield {
     Never,
     /// A [`YieldNow`] every [`YIELD_EVERY`] writes (live).
     Every64,
-    /// `tokio::task::yield_now` after each write on tokio, a [`YieldNow`] on smol (step).
+    /// `tokio::task::yield_now` after each write (step on tokio).
+    EachWriteTokio,
+    /// A [`YieldNow`] after each write (step on smol).
     EachWrite,
 }
 
@@ -551,9 +553,7 @@ async fn write<P: Peer<T>, T: Payload>(tx: P, messages: u64, how: Yield) {
             Yield::Never => {}
             Yield::Every64 if (i + 1) % YIELD_EVERY == 0 => YieldNow::default().await,
             Yield::Every64 => {}
-            Yield::EachWrite if tokio::runtime::Handle::try_current().is_ok() => {
-                tokio::task::yield_now().await
-            }
+            Yield::EachWriteTokio => tokio::task::yield_now().await,
             Yield::EachWrite => YieldNow::default().await,
         }
     }
@@ -597,7 +597,11 @@ fn run<P: Peer<T>, T: Payload>(driver: &Driver, scenario: Scenario, n: usize, me
         let consumers = match scenario {
             Scenario::Live | Scenario::Step => {
                 let consumers = spawn_consumers(driver, rxs, messages);
-                let how = if scenario == Scenario::Live { Yield::Every64 } else { Yield::EachWrite };
+                let how = match (scenario, driver) {
+                    (Scenario::Live, _) => Yield::Every64,
+                    (_, Driver::Tokio(_)) => Yield::EachWriteTokio,
+                    (_, Driver::Smol { .. }) => Yield::EachWrite,
+                };
                 driver.spawn(write(tx, messages, how)).join().await;
                 consumers
             }

@@ -341,21 +341,25 @@ impl Histories {
         self.channels.retain(|_, h| now.duration_since(h.touched) < h.options.forget_after());
     }
 
-    /// A publication of `data` to `channel`: with the next position (and kept) when the
-    /// channel has history.
-    pub(crate) fn publish(&mut self, channel: &str, data: Option<Value>) -> Result<Publication, Error> {
-        let now = Instant::now();
-        self.sweep(now);
+    /// The history of `channel`, begun (in a new epoch) if it has none yet; `None` when the
+    /// channel keeps no history.
+    fn begin(&mut self, channel: &str, now: Instant) -> Option<&mut ChannelHistory> {
         if !self.channels.contains_key(channel) {
-            let Some(options) = self.rules.for_channel(channel) else {
-                return Publication::new(channel, data);
-            };
+            let options = self.rules.for_channel(channel)?;
             self.begun += 1;
             let epoch = self.epoch_now(now, self.begun);
             let h = ChannelHistory { options, epoch, top: 0, entries: VecDeque::new(), touched: now };
             self.channels.insert(String::from(channel), h);
         }
-        let Some(h) = self.channels.get_mut(channel) else { return Publication::new(channel, data) };
+        self.channels.get_mut(channel)
+    }
+
+    /// A publication of `data` to `channel`: with the next position (and kept) when the
+    /// channel has history.
+    pub(crate) fn publish(&mut self, channel: &str, data: Option<Value>) -> Result<Publication, Error> {
+        let now = Instant::now();
+        self.sweep(now);
+        let Some(h) = self.begin(channel, now) else { return Publication::new(channel, data) };
         let position = Position { offset: h.top + 1, epoch: h.epoch.clone() };
         let publication = Publication::at(channel, data, position)?;
         h.top += 1;
@@ -378,10 +382,8 @@ impl Histories {
             // No history yet: nothing is stored for this subscriber.
             let options = self.rules.for_channel(channel)?;
             let position = Position { offset: 0, epoch: self.epoch_now(now, 0) };
-            let result = since.map(|since| match refusal(since, &position.epoch, 0, 1, &options) {
-                Some(reason) => Err(reason),
-                None => Ok(0),
-            });
+            let result =
+                since.map(|since| refusal(since, &position.epoch, 0, 1, &options).map_or(Ok(0), Err));
             return Some((Recovery { position, result }, Vec::new()));
         };
         h.touched = now;

@@ -5,9 +5,9 @@
 //! payloads with ids `0-OFFSET` (`XADD ... MAXLEN N`); both expire after the channel's
 //! `forget_after` without publishes or subscriptions. An epoch is `BASE-MS-N`: the base is one
 //! random value for all channels (hash `sc:history-base`, new if Redis loses its data, with the
-//! counter N), MS the time (Redis's clock) the channel's history began. A publish runs one script that takes the next
-//! offset, completes the frame with it, appends it and `PUBLISH`es it — atomic, so every process
-//! sees the same offsets in the same order. Processes deliver history publishes when Redis sends
+//! counter N), MS the time (Redis's clock) the channel's history began. A publish runs one
+//! script that takes the next offset, completes the frame with it, appends it and `PUBLISH`es
+//! it — atomic, so every process sees the same offsets in the same order. Processes deliver history publishes when Redis sends
 //! them back (their own too), so local and remote subscribers see one order. A subscription to
 //! a channel without history yet writes nothing (its epoch is `BASE-NOW-0`, offset 0).
 //!
@@ -34,9 +34,13 @@ use crate::server::history::{HistoryOptions, Recovery, new_epoch, refusal};
 /// The instance id of history payloads: every process (the publisher too) delivers them.
 const ANY_INSTANCE: &str = "0000000000000000";
 
-/// `BASE-MS-N` in Lua (see `history::epoch_at`): the base (created if missing), Redis's time and,
-/// for a history that begins (`begin`), the next number of the base, else 0.
-const EPOCH_NOW: &str = r#"
+/// `BASE-MS-N` in Lua (see `history::epoch_at`) in front of a script's body: the base (created
+/// if missing), Redis's time and, for a history that begins (`begin`), the next number of the
+/// base, else 0. One literal per script, built at compile time.
+macro_rules! with_epoch_now {
+    ($body:literal) => {
+        concat!(
+            r#"
 local function epoch_now(base_key, new_base, begin)
   redis.call('HSETNX', base_key, 'b', new_base)
   local base = redis.call('HGET', base_key, 'b')
@@ -45,11 +49,16 @@ local function epoch_now(base_key, new_base, begin)
   local t = redis.call('TIME')
   return base .. '-' .. t[1] .. string.format('%03d', math.floor(t[2] / 1000)) .. '-' .. n
 end
-"#;
+"#,
+            $body
+        )
+    };
+}
 
 /// KEYS: meta, stream, base. ARGV: Redis channel, payload up to the offset, max_len, a new
 /// base, the time (ms), forget_after (ms).
-const PUBLISH: &str = r#"
+const PUBLISH: &str = with_epoch_now!(
+    r#"
 local epoch = redis.call('HGET', KEYS[1], 'e')
 if not epoch then
   epoch = epoch_now(KEYS[3], ARGV[4], true)
@@ -63,11 +72,13 @@ redis.call('PEXPIRE', KEYS[1], ARGV[6])
 redis.call('PEXPIRE', KEYS[2], ARGV[6])
 redis.call('PUBLISH', ARGV[1], payload)
 return offset
-"#;
+"#
+);
 
 /// KEYS: meta, stream, base. ARGV: the first offset to read ('': none), max_len, a new base,
 /// forget_after (ms). Returns `{top, epoch, entries}`.
-const RECOVER: &str = r#"
+const RECOVER: &str = with_epoch_now!(
+    r#"
 local epoch = redis.call('HGET', KEYS[1], 'e')
 if not epoch then return {'0', epoch_now(KEYS[3], ARGV[3], false), {}} end
 local top = redis.call('HGET', KEYS[1], 'o') or '0'
@@ -76,12 +87,8 @@ redis.call('PEXPIRE', KEYS[2], ARGV[4])
 if ARGV[1] == '' then return {top, epoch, {}} end
 local entries = redis.call('XRANGE', KEYS[2], '0-' .. ARGV[1], '+', 'COUNT', ARGV[2])
 return {top, epoch, entries}
-"#;
-
-/// A script with the epoch function in front of it.
-fn script(body: &str) -> String {
-    alloc::format!("{EPOCH_NOW}{body}")
-}
+"#
+);
 
 fn now_ms() -> u64 {
     SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64)
@@ -118,7 +125,7 @@ pub(super) fn outgoing(
     let [meta, history, base] = names::history_keys(&shared.options.prefix, channel);
     let redis_channel = shared.options.redis_channel(channel);
     let args = alloc::vec![
-        script(PUBLISH),
+        String::from(PUBLISH),
         String::from("3"),
         meta,
         history,
@@ -215,7 +222,7 @@ async fn read(
     let [meta, history, base] = names::history_keys(&shared.options.prefix, channel);
     let mut conn = single(shared)?;
     let first = since.map_or(String::new(), |s| alloc::format!("{}", s.offset.saturating_add(1)));
-    let reply: redis::Value = redis::Script::new(&script(RECOVER))
+    let reply: redis::Value = redis::Script::new(RECOVER)
         .key(meta)
         .key(history)
         .key(base)
